@@ -1,0 +1,42 @@
+"""Send images to whatever loggers are active (W&B, TensorBoard, or PNG files for CSV/no logger)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+from PIL import Image
+
+__all__ = ["log_images"]
+
+
+def log_images(trainer: pl.Trainer, key: str, images: list[np.ndarray], captions: list[str] | None = None) -> list[Path]:
+    """Log uint8 (H, W, 3) images under ``key`` at the current global step.
+
+    W&B receives ``wandb.Image``s, TensorBoard ``add_image``; every other logger (CSV) and runs with
+    no logger get PNG files under ``<log_dir>/images/<key>/step_<N>_<i>.png`` so that nothing is lost.
+
+    Returns:
+        The PNG paths written (empty when only W&B/TensorBoard received the images).
+    """
+    step = trainer.global_step
+    written: list[Path] = []
+    needs_files = not trainer.loggers
+    for logger in trainer.loggers:
+        kind = type(logger).__name__
+        if kind == "WandbLogger":
+            logger.log_image(key=key, images=list(images), step=step, caption=captions)
+        elif kind == "TensorBoardLogger":
+            for i, img in enumerate(images):
+                logger.experiment.add_image(f"{key}/{i}", img, step, dataformats="HWC")
+        else:
+            needs_files = True
+    if needs_files and trainer.is_global_zero:
+        root = Path(trainer.log_dir or trainer.default_root_dir) / "images" / key.replace("/", "_")
+        root.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(images):
+            path = root / f"step_{step:07d}_{i}.png"
+            Image.fromarray(img).save(path)
+            written.append(path)
+    return written

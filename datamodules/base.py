@@ -1,0 +1,147 @@
+"""Shared LightningDataModule plumbing.
+
+A facelit datamodule reads the official on-disk layout when given ``data_dir`` and serves the
+synthetic face world otherwise (saying so once in the log). Training augmentation runs either
+per sample in the DataLoader workers (``augment="cpu"``, fastest on CPU machines) or batched on
+the device in ``on_after_batch_transfer`` (``augment="gpu"``, kornia), or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = ["AugmentMode", "FaceDataModule", "TransformDataset"]
+
+log = logging.getLogger(__name__)
+
+AugmentMode = Literal["cpu", "gpu", "none"]
+
+
+class TransformDataset(Dataset):
+    """Apply ``transform`` to each sample dict of ``dataset`` (in the DataLoader worker).
+
+    The transform draws from torch's global RNG, which Lightning seeds per worker
+    (``seed_everything(..., workers=True)``, set by ``seed_everything`` in every config), so
+    augmentation is reproducible and differs between epochs and workers.
+    """
+
+    def __init__(self, dataset: Dataset, transform: Callable[[dict[str, Any]], dict[str, Any]]):
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.transform(self.dataset[index])
+
+
+class FaceDataModule(pl.LightningDataModule):
+    """Base datamodule.
+
+    Args:
+        data_dir: root of the dataset in its official layout; ``None`` serves the synthetic world.
+        batch_size: training batch size (validation uses ``val_batch_size`` or the same).
+        num_workers: DataLoader worker processes.
+        augment: ``cpu`` (per sample, in workers), ``gpu`` (batched on the device), ``none``.
+        seed: seed of the synthetic world and of the augmentation streams.
+        val_batch_size: validation/test batch size.
+        pin_memory: pin host memory (useful with GPUs).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        batch_size: int = 16,
+        num_workers: int = 2,
+        augment: AugmentMode = "cpu",
+        seed: int = 0,
+        val_batch_size: int | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if augment not in ("cpu", "gpu", "none"):
+            raise ValueError(f"augment must be 'cpu', 'gpu' or 'none', got {augment!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.data_dir = data_dir
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.augment = augment
+        self.seed = seed
+        self.val_batch_size = val_batch_size or batch_size
+        self.pin_memory = pin_memory
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+        self.predict_set: Dataset | None = None
+        self.batched_augment: nn.Module | None = None
+        self._said_synthetic = False
+
+    # ---- to implement ---------------------------------------------------------------------
+    collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]]
+
+    def build_datasets(self, stage: str) -> None:
+        """Create ``train_set``/``val_set``/``test_set``/``predict_set`` for ``stage``."""
+        raise NotImplementedError
+
+    # ---- shared -----------------------------------------------------------------------------
+    @property
+    def synthetic(self) -> bool:
+        return self.data_dir is None
+
+    def note_synthetic(self, what: str) -> None:
+        """Say once in the log that the synthetic world is served."""
+        if self.synthetic and not self._said_synthetic:
+            log.warning("%s: no data_dir given, serving the synthetic face world (%s)", type(self).__name__, what)
+            self._said_synthetic = True
+
+    def setup(self, stage: str) -> None:
+        self.build_datasets(stage)
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool, batch_size: int, name: str) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__} has no {name} set for this stage")
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            drop_last=shuffle and len(dataset) >= batch_size,  # type: ignore[arg-type]
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, True, self.batch_size, "train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, False, self.val_batch_size, "val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set or self.val_set, False, self.val_batch_size, "test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_set or self.test_set or self.val_set, False, self.val_batch_size, "predict")
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = self.trainer
+        if (
+            self.augment == "gpu"
+            and self.batched_augment is not None
+            and trainer is not None
+            and trainer.training
+        ):
+            self.batched_augment.to(batch["image"].device)
+            batch = self.batched_augment(batch)
+        return batch

@@ -1,0 +1,180 @@
+"""Training infrastructure: checkpoint reload, resume, SLURM requeue, the sbatch template, CPU DDP,
+W&B offline, sweeps. All on the RetinaFace demo config shrunk to seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "configs" / "demo" / "retinaface.yaml"
+SMALL = [
+    "--trainer.accelerator=cpu",
+    "--trainer.devices=1",
+    "--trainer.precision=32-true",
+    "--trainer.limit_val_batches=1",
+    "--trainer.val_check_interval=null",
+    "--trainer.check_val_every_n_epoch=1",
+    "--data.init_args.image_size=64",
+    "--data.init_args.batch_size=2",
+    "--data.init_args.val_batch_size=2",
+    "--data.init_args.num_workers=0",
+    "--data.init_args.synth_train_size=8",
+    "--data.init_args.synth_val_size=2",
+    "--data.init_args.synth_max_faces=3",
+]
+
+
+def _run_cli(args: list[str], env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), *args], cwd=REPO, env=full_env, capture_output=True,
+        text=True, timeout=timeout,
+    )
+    return proc
+
+
+def test_load_from_checkpoint_rebuilds_the_right_module(tmp_path: Path):
+    cli = main(["fit", "--config", str(DEMO), *SMALL, "--trainer.max_steps=1", "--trainer.logger=false",
+                f"--trainer.default_root_dir={tmp_path}"])
+    ckpt = tmp_path / "model.ckpt"
+    cli.trainer.save_checkpoint(ckpt)
+    import pytorch_lightning as pl
+
+    import lightning_modules.retinaface  # noqa: F401  (the class must be imported to be trusted)
+
+    loaded = pl.LightningModule.load_from_checkpoint(ckpt, map_location="cpu")
+    assert type(loaded) is type(cli.model)
+    images = torch.rand(1, 3, 64, 64)
+    cli.model.eval()
+    loaded.eval()
+    with torch.no_grad():
+        a, b = cli.model.net(images), loaded.net(images)
+    assert torch.allclose(a["cls"], b["cls"])
+
+
+def test_resume_from_last_ckpt_continues_at_the_right_step(tmp_path: Path):
+    record = tmp_path / "steps.json"
+    common = ["fit", "--config", str(DEMO), *SMALL, "--trainer.logger=false",
+              f"--trainer.default_root_dir={tmp_path}"]
+    first = main([*common, "--trainer.max_steps=3"], run=False)
+    first.trainer.fit(first.model, first.datamodule)
+    last = Path(first.trainer.checkpoint_callback.last_model_path)
+    assert last.name == "last.ckpt" and torch.load(last, weights_only=False)["global_step"] == 3
+
+    from tests.support import RecordSteps
+
+    second = main([*common, "--trainer.max_steps=5"], run=False)
+    second.trainer.callbacks.append(RecordSteps(str(record)))
+    second.trainer.fit(second.model, second.datamodule, ckpt_path=str(last))
+    assert json.loads(record.read_text()) == [3, 4]
+    assert second.trainer.global_step == 5
+
+
+def _fake_slurm_env(tmp_path: Path, job_id: str = "4242") -> dict[str, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol_calls.txt\n')
+    scontrol.chmod(scontrol.stat().st_mode | stat.S_IEXEC)
+    return {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_JOB_ID": job_id,
+        "SLURM_JOB_NAME": "facelit-test",
+        "SLURM_NTASKS": "1",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "localhost",
+        "SLURM_JOB_NUM_NODES": "1",
+    }
+
+
+@pytest.mark.slow
+def test_slurm_sigusr1_saves_hpc_checkpoint_requeues_and_resumes(tmp_path: Path):
+    env = _fake_slurm_env(tmp_path)
+    record = tmp_path / "steps.json"
+    root = tmp_path / "run"
+    args = ["fit", "--config", str(DEMO), *SMALL, "--trainer.logger=false", f"--trainer.default_root_dir={root}",
+            "--trainer.max_steps=5"]
+    record_args = ["--trainer.callbacks+=tests.support.RecordSteps", f"--trainer.callbacks.path={record}"]
+    # SignalThenDie runs before RecordSteps, so the batch it kills is not recorded.
+    killed = _run_cli([*args, "--trainer.callbacks+=tests.support.SignalThenDie", "--trainer.callbacks.step=2",
+                       *record_args], env)
+    assert killed.returncode == 143, killed.stderr[-3000:]
+    assert (tmp_path / "scontrol_calls.txt").read_text().split() == ["requeue", "4242"]
+    hpc = sorted(root.glob("hpc_ckpt_*.ckpt"))
+    assert [p.name for p in hpc] == ["hpc_ckpt_1.ckpt"]
+    assert torch.load(hpc[0], weights_only=False)["global_step"] == 2
+    # The requeued job: same job id, same root dir -> Lightning restores hpc_ckpt_1 by itself.
+    resumed = _run_cli([*args, *record_args], env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(record.read_text()) == [0, 1, 2, 2, 3, 4]
+
+
+def test_sbatch_template_runs_srun_with_stable_root_and_wandb_id(tmp_path: Path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    srun = bin_dir / "srun"
+    srun.write_text(f'#!/bin/sh\necho "WANDB_RUN_ID=$WANDB_RUN_ID WANDB_RESUME=$WANDB_RESUME" > {tmp_path}/srun.txt\n'
+                    f'echo "$@" >> {tmp_path}/srun.txt\n')
+    srun.chmod(0o755)
+    sbatch = REPO / "scripts" / "slurm" / "train.sbatch"
+    text = sbatch.read_text()
+    assert "#SBATCH --signal=SIGUSR1@90" in text and "#SBATCH --requeue" in text
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "777", "SLURM_JOB_NAME": "rf",
+           "SLURM_GPUS_PER_NODE": "4", "SLURM_JOB_NUM_NODES": "2", "FACELIT_RUN_ROOT": str(tmp_path / "runs")}
+    proc = subprocess.run(["bash", str(sbatch), "configs/retinaface.yaml", "--trainer.max_epochs=3"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    first, command = (tmp_path / "srun.txt").read_text().splitlines()
+    assert first == "WANDB_RUN_ID=slurm-777 WANDB_RESUME=allow"
+    words = shlex.split(command)
+    assert "--ntasks-per-node=4" in words and "--trainer.devices=4" in words and "--trainer.num_nodes=2" in words
+    assert f"--trainer.default_root_dir={tmp_path}/runs/rf-777" in words and words[-1] == "--trainer.max_epochs=3"
+    # The arguments sbatch passes parse with our CLI.
+    cli_args = words[words.index("cli.py") + 1:]
+    cli_args = [a for a in cli_args if not a.startswith(("--trainer.accelerator", "--trainer.strategy"))]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*cli_args, "--print_config"])
+    assert exit_info.value.code == 0
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_two_process_cpu_ddp_fit(tmp_path: Path):
+    proc = _run_cli(["fit", "--config", str(DEMO), *SMALL, "--trainer.devices=2", "--trainer.strategy=ddp_spawn",
+                     "--trainer.max_steps=2", "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"],
+                    env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file() and torch.load(ckpt, weights_only=False)["global_step"] == 2
+
+
+def test_wandb_offline_logs_config_scalars_and_images(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_RUN_ID", "facelit-test-run")
+    cli = main(["fit", "--config", str(DEMO), "--config", str(REPO / "configs" / "logger" / "wandb.yaml"), *SMALL,
+                "--trainer.max_steps=2", f"--trainer.default_root_dir={tmp_path}"])
+    import wandb
+
+    wandb.finish()
+    assert cli.trainer.state.finished
+    runs = list((tmp_path / "logs" / "wandb").glob("offline-run-*-facelit-test-run"))
+    assert len(runs) == 1, list((tmp_path / "logs").rglob("*"))[:20]
+    config = yaml.safe_load((runs[0] / "files" / "config.yaml").read_text())
+    assert config["model"]["value"]["class_path"] == "lightning_modules.retinaface.RetinaFaceModule"
+    assert any(p.suffix == ".png" for p in (runs[0] / "files" / "media" / "images").rglob("*"))
