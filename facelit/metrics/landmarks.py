@@ -1,0 +1,381 @@
+"""Facial-landmark metrics: NME with named normalisers, CED, AUC, failure rate, NME by yaw.
+
+Convention
+----------
+Points are (x, y) in one pixel frame shared by prediction and ground truth (any frame works:
+NME is a ratio of distances). NME of one sample is the mean, over its visible points, of the
+point-to-point Euclidean error divided by the sample's normaliser; the dataset NME is the mean
+over samples. Normalisers (``normaliser=``):
+
+* ``"inter_ocular"``: distance between the outer eye corners of the ground truth (iBUG-68 points
+  36 and 45, 0-based; AFLW-21/19 ``left_eye_left`` and ``right_eye_right``). 300W convention.
+* ``"inter_pupil"``: distance between the eye centres of the ground truth (iBUG-68: mean of
+  points 36-41 and of 42-47; AFLW ``left_eye_center``/``right_eye_center``; five-point
+  ``left_eye``/``right_eye``).
+* ``"bbox"``: ``sqrt(w * h)`` of the tight box of the visible ground-truth points (AFLW2000-3D
+  convention, computed from the ground-truth 68 points).
+* ``"box"``: ``sqrt(w * h)`` of a box given with each sample (AFLW-19: the dataset's face box),
+  passed as (B, 4) xyxy or directly as (B,) sizes.
+
+A normaliser needs its ground-truth points visible; samples whose normaliser is undefined (eye
+points not visible, zero size) or that have no visible point get NME = NaN from :func:`nme` and are
+skipped (and counted) by :class:`LandmarkMetrics`.
+
+CED and AUC: ``CED(t)`` is the fraction of samples with NME <= t. ``AUC@T`` is the area under the CED
+on ``[0, T]`` divided by ``T``, by the trapezoid rule on ``steps`` equally spaced thresholds
+(``0, T/(steps-1), ..., T``), as the common evaluation scripts do. As ``steps`` grows it tends to the
+exact integral ``mean(max(0, 1 - NME / T))``. Failure rate ``FR@T``: fraction of samples with NME > T.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from facelit.geometry.schemes import LandmarkScheme, get_scheme
+
+__all__ = [
+    "NORMALISERS",
+    "nme",
+    "ced_curve",
+    "auc_from_nmes",
+    "failure_rate",
+    "nme_by_yaw",
+    "plot_ced",
+    "LandmarkMetrics",
+]
+
+NORMALISERS = ("inter_ocular", "inter_pupil", "bbox", "box")
+DEFAULT_CED_STEPS = 1001
+DEFAULT_YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
+
+
+def _as_scheme(scheme: LandmarkScheme | str) -> LandmarkScheme:
+    return get_scheme(scheme) if isinstance(scheme, str) else scheme
+
+
+def _group(scheme: LandmarkScheme, names: Sequence[str]) -> tuple[int, ...]:
+    return tuple(scheme.index(n) for n in names)
+
+
+@functools.cache
+def _eye_groups(scheme: LandmarkScheme, normaliser: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Indices of the (image-left, image-right) eye point groups that define an eye normaliser."""
+    names = set(scheme.point_names)
+    numbered_left = tuple(n for n in scheme.point_names if n.startswith("left_eye_") and n[9:].isdigit())
+    numbered_right = tuple(n for n in scheme.point_names if n.startswith("right_eye_") and n[10:].isdigit())
+    if normaliser == "inter_ocular":
+        if {"left_eye_left", "right_eye_right"} <= names:
+            return _group(scheme, ["left_eye_left"]), _group(scheme, ["right_eye_right"])
+        if numbered_left and numbered_right:  # iBUG-68: outer corners are left_eye_0 (36), right_eye_3 (45)
+            return _group(scheme, ["left_eye_0"]), _group(scheme, ["right_eye_3"])
+    elif normaliser == "inter_pupil":
+        for left, right in (("left_eye_center", "right_eye_center"), ("left_eye", "right_eye")):
+            if {left, right} <= names:
+                return _group(scheme, [left]), _group(scheme, [right])
+        if numbered_left and numbered_right:
+            return _group(scheme, numbered_left), _group(scheme, numbered_right)
+    raise ValueError(f"scheme {scheme.name!r} has no eye points for the {normaliser!r} normaliser")
+
+
+def _group_mean(
+    points: torch.Tensor, visible: torch.Tensor, idx: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (B, 2) of the points ``idx`` and (B,) whether all of them are visible."""
+    sel = list(idx)
+    return points[:, sel].mean(dim=1), visible[:, sel].all(dim=1)
+
+
+def _normaliser_values(
+    target: torch.Tensor,
+    visible: torch.Tensor,
+    normaliser: str,
+    scheme: LandmarkScheme,
+    box: torch.Tensor | None,
+) -> torch.Tensor:
+    """Per-sample normaliser (B,), NaN where undefined."""
+    nan = torch.full_like(target[:, 0, 0], float("nan"))
+    if normaliser in ("inter_ocular", "inter_pupil"):
+        left_idx, right_idx = _eye_groups(scheme, normaliser)
+        left, left_ok = _group_mean(target, visible, left_idx)
+        right, right_ok = _group_mean(target, visible, right_idx)
+        value = torch.linalg.vector_norm(left - right, dim=-1)
+        return torch.where(left_ok & right_ok, value, nan)
+    if normaliser == "bbox":
+        vis = visible.unsqueeze(-1)
+        lo = torch.where(vis, target, torch.full_like(target, float("inf"))).amin(dim=1)
+        hi = torch.where(vis, target, torch.full_like(target, float("-inf"))).amax(dim=1)
+        wh = hi - lo
+        value = torch.sqrt(wh[:, 0].clamp(min=0) * wh[:, 1].clamp(min=0))
+        return torch.where(visible.any(dim=1), value, nan)
+    if normaliser == "box":
+        if box is None:
+            raise ValueError("normaliser 'box' needs the per-sample box (B, 4) xyxy or sizes (B,)")
+        box = box.to(target.dtype)
+        if box.shape == (target.shape[0], 4):
+            wh = box[:, 2:] - box[:, :2]
+            return torch.sqrt(wh[:, 0].clamp(min=0) * wh[:, 1].clamp(min=0))
+        if box.shape == (target.shape[0],):
+            return box
+        raise ValueError(
+            f"box must be (B, 4) xyxy or (B,) sizes with B={target.shape[0]}, got {tuple(box.shape)}"
+        )
+    raise ValueError(f"unknown normaliser {normaliser!r}; known: {NORMALISERS}")
+
+
+def nme(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    visible: torch.Tensor | None,
+    normaliser: str,
+    scheme: LandmarkScheme | str,
+    box: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-sample normalised mean error.
+
+    Args:
+        pred: (B, K, 2) predicted points.
+        target: (B, K, 2) ground-truth points.
+        visible: (B, K) bool, points that count; ``None`` means all.
+        normaliser: one of :data:`NORMALISERS` (see the module docstring).
+        scheme: the landmark scheme (or its name) of the K points.
+        box: (B, 4) xyxy boxes or (B,) sizes, for ``normaliser="box"`` only.
+
+    Returns:
+        (B,) NME per sample; NaN where the normaliser is undefined or no point is visible.
+    """
+    scheme = _as_scheme(scheme)
+    if pred.shape != target.shape or pred.ndim != 3 or pred.shape[-1] != 2:
+        raise ValueError(
+            f"pred and target must both be (B, K, 2), got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
+    if pred.shape[1] != scheme.num_points:
+        raise ValueError(f"scheme {scheme.name!r} has {scheme.num_points} points, got K={pred.shape[1]}")
+    if visible is None:
+        visible = torch.ones(pred.shape[:2], dtype=torch.bool, device=pred.device)
+    if visible.shape != pred.shape[:2]:
+        raise ValueError(f"visible must be (B, K) = {tuple(pred.shape[:2])}, got {tuple(visible.shape)}")
+    pred, target, visible = pred.float(), target.float(), visible.bool()
+    norm = _normaliser_values(target, visible, normaliser, scheme, box)
+    dist = torch.linalg.vector_norm(pred - target, dim=-1)
+    count = visible.sum(dim=1)
+    mean_err = (dist * visible).sum(dim=1) / count.clamp(min=1)
+    out = mean_err / norm
+    valid = (count > 0) & torch.isfinite(norm) & (norm > 0)
+    return torch.where(valid, out, torch.full_like(out, float("nan")))
+
+
+def _as_tensor(nmes: torch.Tensor | np.ndarray | Sequence[float]) -> torch.Tensor:
+    values = torch.as_tensor(nmes, dtype=torch.float64).flatten().cpu()
+    if bool(torch.isnan(values).any()):
+        raise ValueError(f"{int(torch.isnan(values).sum())} NaN NME values: drop undefined samples first")
+    return values
+
+
+def ced_curve(
+    nmes: torch.Tensor | np.ndarray | Sequence[float],
+    max_threshold: float = 0.08,
+    steps: int = DEFAULT_CED_STEPS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cumulative error distribution.
+
+    Args:
+        nmes: (N,) per-sample NME.
+        max_threshold: last threshold T.
+        steps: number of thresholds, equally spaced on [0, T] (>= 2).
+
+    Returns:
+        thresholds (steps,) and fraction (steps,) of samples with NME <= threshold (float64).
+    """
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2, got {steps}")
+    if not max_threshold > 0:
+        raise ValueError(f"max_threshold must be > 0, got {max_threshold}")
+    values = torch.sort(_as_tensor(nmes)).values
+    thresholds = torch.linspace(0.0, max_threshold, steps, dtype=torch.float64)
+    if values.numel() == 0:
+        return thresholds, torch.full_like(thresholds, float("nan"))
+    counts = torch.searchsorted(values, thresholds, right=True)
+    return thresholds, counts.to(torch.float64) / values.numel()
+
+
+def auc_from_nmes(
+    nmes: torch.Tensor | np.ndarray | Sequence[float],
+    threshold: float = 0.08,
+    steps: int = DEFAULT_CED_STEPS,
+) -> float:
+    """Area under the CED on [0, threshold] divided by threshold (trapezoid on ``steps`` thresholds)."""
+    t, frac = ced_curve(nmes, threshold, steps)
+    return float(torch.trapezoid(frac, t) / threshold)
+
+
+def failure_rate(nmes: torch.Tensor | np.ndarray | Sequence[float], threshold: float = 0.1) -> float:
+    """Fraction of samples with NME > threshold (NaN for no sample)."""
+    values = _as_tensor(nmes)
+    return float((values > threshold).double().mean()) if values.numel() else float("nan")
+
+
+def nme_by_yaw(
+    nmes: torch.Tensor, yaws: torch.Tensor, bins: Sequence[tuple[float, float]] = DEFAULT_YAW_BINS
+) -> tuple[list[float], float]:
+    """Mean NME per |yaw| bin and their balanced mean (AFLW2000-3D protocol).
+
+    The first bin includes both ends (``lo <= |yaw| <= hi``), later bins exclude their lower end
+    (``lo < |yaw| <= hi``), so [0, 30], (30, 60], (60, 90] partition [0, 90]; samples outside every bin
+    and NaN yaws are ignored. An empty bin is NaN; the balanced mean averages the non-empty bins.
+
+    Args:
+        nmes: (N,) per-sample NME.
+        yaws: (N,) yaw in degrees (NaN where unknown).
+        bins: (lo, hi) pairs in degrees.
+
+    Returns:
+        per-bin mean NMEs and their mean.
+    """
+    nmes = _as_tensor(nmes)
+    absyaw = torch.as_tensor(yaws, dtype=torch.float64).flatten().cpu().abs()
+    if nmes.shape != absyaw.shape:
+        raise ValueError(f"nmes and yaws must have the same length, got {nmes.numel()} and {absyaw.numel()}")
+    lo = torch.tensor([b[0] for b in bins], dtype=torch.float64)
+    hi = torch.tensor([b[1] for b in bins], dtype=torch.float64)
+    above = absyaw[:, None] > lo
+    above[:, 0] |= absyaw == lo[0]
+    member = above & (absyaw[:, None] <= hi)  # (N, nbins); NaN compares False
+    counts = member.sum(dim=0)
+    sums = (member * nmes[:, None]).sum(dim=0)
+    means = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan")))
+    finite = means[torch.isfinite(means)]
+    balanced = float(finite.mean()) if finite.numel() else float("nan")
+    return [float(m) for m in means], balanced
+
+
+def _thr_key(threshold: float) -> str:
+    return f"{threshold:.2f}" if math.isclose(round(threshold, 2), threshold) else f"{threshold:g}"
+
+
+def plot_ced(
+    curves: Mapping[str, torch.Tensor | np.ndarray | Sequence[float]],
+    thr: float = 0.08,
+    steps: int = DEFAULT_CED_STEPS,
+    title: str | None = None,
+) -> Figure:
+    """CED plot of several methods: ``curves`` maps a name to its (N,) per-sample NMEs.
+
+    Uses an Agg canvas on a bare ``Figure`` (no pyplot state, safe in workers and headless runs).
+    Each legend entry gives the method's AUC@thr and FR@thr.
+    """
+    fig = Figure(figsize=(5.0, 4.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, values in curves.items():
+        t, frac = ced_curve(values, thr, steps)
+        label = f"{name} (AUC {auc_from_nmes(values, thr, steps):.3f}, FR {failure_rate(values, thr):.3f})"
+        ax.plot(t.numpy(), frac.numpy(), label=label)
+    ax.set_xlim(0.0, thr)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("NME")
+    ax.set_ylabel("fraction of samples")
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title)
+    if curves:
+        ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+class LandmarkMetrics(Metric):
+    """NME, AUC, failure rate and (optionally) NME by |yaw| bin, correct under DDP.
+
+    States are the per-sample NMEs and yaws (``cat``) and the number of skipped samples (``sum``),
+    so the result over several processes equals the result over the union of their samples.
+
+    Args:
+        normaliser: one of :data:`NORMALISERS`.
+        scheme: landmark scheme (or its name) of the K points.
+        auc_thresholds: thresholds T of the reported ``auc@T``.
+        fr_thresholds: thresholds T of the reported ``fr@T``.
+        ced_steps: thresholds on [0, T] for the trapezoid AUC.
+        yaw_bins: |yaw| bins (degrees) reported when yaws are given.
+
+    ``compute()`` returns a dict of scalar tensors: ``nme``, ``auc@0.08`` ..., ``fr@0.08``,
+    ``fr@0.10`` ..., ``num_samples``, ``num_skipped`` and, when any yaw was given, ``nme_yaw_0_30``,
+    ``nme_yaw_30_60``, ``nme_yaw_60_90`` (one per bin) and ``nme_yaw_balanced``.
+    """
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(
+        self,
+        normaliser: str = "inter_ocular",
+        scheme: LandmarkScheme | str = "ibug68",
+        auc_thresholds: Sequence[float] = (0.08,),
+        fr_thresholds: Sequence[float] = (0.08, 0.10),
+        ced_steps: int = DEFAULT_CED_STEPS,
+        yaw_bins: Sequence[tuple[float, float]] = DEFAULT_YAW_BINS,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if normaliser not in NORMALISERS:
+            raise ValueError(f"unknown normaliser {normaliser!r}; known: {NORMALISERS}")
+        self.normaliser = normaliser
+        self.scheme = _as_scheme(scheme)
+        if normaliser in ("inter_ocular", "inter_pupil"):
+            _eye_groups(self.scheme, normaliser)  # fail at construction, not at the first batch
+        self.auc_thresholds = tuple(float(t) for t in auc_thresholds)
+        self.fr_thresholds = tuple(float(t) for t in fr_thresholds)
+        self.ced_steps = int(ced_steps)
+        self.yaw_bins = tuple((float(lo), float(hi)) for lo, hi in yaw_bins)
+        self.add_state("nmes", default=[], dist_reduce_fx="cat")
+        self.add_state("yaws", default=[], dist_reduce_fx="cat")
+        self.add_state("num_skipped", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        visible: torch.Tensor | None = None,
+        box: torch.Tensor | None = None,
+        yaw: torch.Tensor | None = None,
+    ) -> None:
+        """Add a batch: pred/target (B, K, 2), visible (B, K), box (B, 4) or (B,), yaw (B,) degrees."""
+        values = nme(pred.detach(), target.detach(), visible, self.normaliser, self.scheme, box)
+        if yaw is None:
+            yaws = torch.full_like(values, float("nan"))
+        else:
+            yaws = yaw.detach().to(values.dtype).flatten()
+            if yaws.shape != values.shape:
+                raise ValueError(f"yaw must be (B,) with B={values.numel()}, got {tuple(yaw.shape)}")
+        ok = torch.isfinite(values)
+        self.nmes.append(values[ok])
+        self.yaws.append(yaws[ok])
+        self.num_skipped += (~ok).sum()
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        nmes = dim_zero_cat(self.nmes) if self.nmes else torch.zeros(0)
+        yaws = dim_zero_cat(self.yaws) if self.yaws else torch.zeros(0)
+        device = self.num_skipped.device
+        out: dict[str, float] = {"nme": float(nmes.mean()) if nmes.numel() else float("nan")}
+        for t in self.auc_thresholds:
+            out[f"auc@{_thr_key(t)}"] = auc_from_nmes(nmes, t, self.ced_steps)
+        for t in self.fr_thresholds:
+            out[f"fr@{_thr_key(t)}"] = failure_rate(nmes, t)
+        if yaws.numel() and bool(torch.isfinite(yaws).any()):
+            means, balanced = nme_by_yaw(nmes, yaws, self.yaw_bins)
+            for (lo, hi), value in zip(self.yaw_bins, means, strict=True):
+                out[f"nme_yaw_{lo:g}_{hi:g}"] = value
+            out["nme_yaw_balanced"] = balanced
+        result = {k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in out.items()}
+        result["num_samples"] = torch.tensor(nmes.numel(), device=device)
+        result["num_skipped"] = self.num_skipped.clone()
+        return result
