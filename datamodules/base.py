@@ -145,3 +145,82 @@ class FaceDataModule(pl.LightningDataModule):
             self.batched_augment.to(batch["image"].device)
             batch = self.batched_augment(batch)
         return batch
+
+
+class CropDataModule(FaceDataModule):
+    """Face-crop datamodule base (landmarks, head pose): synthetic crops or a real dataset.
+
+    Subclasses implement :meth:`real_datasets`. Augmentation is the landmark recipe (flip with the
+    scheme's permutation, rotation, scale, translation, colour) per sample in workers or batched on
+    the device.
+
+    Args:
+        data_dir, batch_size, num_workers, augment, seed, val_batch_size, pin_memory: see FaceDataModule.
+        scheme: landmark scheme name (``facelit.geometry.schemes``).
+        image_size: crop side in pixels.
+        synth_train_size / synth_val_size: synthetic crops per split.
+        synth_domain: synthetic domain name (``facelit.synth.DOMAINS``).
+        num_identities: synthetic identities.
+        flip_p, rotation, scales, translation: augmentation ranges (degrees, factors, fraction of size).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        scheme: str = "ibug68",
+        image_size: int = 256,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        augment: AugmentMode = "cpu",
+        seed: int = 0,
+        val_batch_size: int | None = None,
+        pin_memory: bool = False,
+        synth_train_size: int = 20000,
+        synth_val_size: int = 500,
+        synth_domain: str = "source",
+        num_identities: int = 100,
+        flip_p: float = 0.5,
+        rotation: float = 30.0,
+        scales: tuple[float, float] = (0.75, 1.25),
+        translation: float = 0.1,
+    ) -> None:
+        super().__init__(data_dir, batch_size, num_workers, augment, seed, val_batch_size, pin_memory)
+        from facelit.batch import collate_crops
+        from facelit.geometry.schemes import get_scheme
+
+        self.scheme = get_scheme(scheme).name
+        if image_size < 16:
+            raise ValueError(f"image_size must be >= 16, got {image_size}")
+        self.image_size = image_size
+        self.synth_train_size = synth_train_size
+        self.synth_val_size = synth_val_size
+        self.synth_domain = synth_domain
+        self.num_identities = num_identities
+        self.augment_kwargs = {"flip_p": flip_p, "rotation": rotation, "scales": tuple(scales),
+                               "translation": translation}
+        self.collate_fn = collate_crops
+
+    def real_datasets(self) -> tuple[Dataset, Dataset, Dataset | None]:
+        """(train, val, test) datasets read from ``data_dir`` in the official layout."""
+        raise NotImplementedError
+
+    def _synthetic(self, seed: int, length: int) -> Dataset:
+        from facelit.synth import FaceCropDataset
+
+        return FaceCropDataset(seed=seed, length=length, size=self.image_size, domain=self.synth_domain,
+                               scheme=self.scheme, num_identities=self.num_identities)
+
+    def build_datasets(self, stage: str) -> None:
+        from facelit.augment.landmarks import BatchedLandmarkAugment, LandmarkAugment
+
+        if self.synthetic:
+            self.note_synthetic(f"{self.scheme} crops, domain {self.synth_domain}")
+            train, val, test = (self._synthetic(self.seed, self.synth_train_size),
+                                self._synthetic(self.seed + 1, self.synth_val_size), None)
+        else:
+            train, val, test = self.real_datasets()
+        if self.augment == "cpu":
+            train = TransformDataset(train, LandmarkAugment(self.scheme, **self.augment_kwargs))
+        elif self.augment == "gpu":
+            self.batched_augment = BatchedLandmarkAugment(self.scheme, **self.augment_kwargs)
+        self.train_set, self.val_set, self.test_set = train, val, test

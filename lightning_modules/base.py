@@ -146,7 +146,7 @@ class FaceModule(pl.LightningModule):
         batch_size = batch["image"].shape[0]
         on_step = stage == "train"
         self.log_dict(
-            {f"{stage}/{k}": v.detach() for k, v in out.items() if v.ndim == 0},
+            {f"{stage}/{k}": v.detach() for k, v in out.items() if v.ndim == 0 and k != "loss"},
             prog_bar=False,
             on_step=on_step,
             on_epoch=not on_step,

@@ -138,6 +138,7 @@ def nme(
     normaliser: str,
     scheme: LandmarkScheme | str,
     box: torch.Tensor | None = None,
+    annotated: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-sample normalised mean error.
 
@@ -148,6 +149,10 @@ def nme(
         normaliser: one of :data:`NORMALISERS` (see the module docstring).
         scheme: the landmark scheme (or its name) of the K points.
         box: (B, 4) xyxy boxes or (B,) sizes, for ``normaliser="box"`` only.
+        annotated: (B, K) bool, points whose ground-truth position is known; the normaliser
+            (eye distance, point box) is computed from these. ``None`` means all: the literature
+            normalises by ground-truth geometry even where a point is occluded (e.g. the far eye
+            corner of a profile face), while the error itself averages only ``visible`` points.
 
     Returns:
         (B,) NME per sample; NaN where the normaliser is undefined or no point is visible.
@@ -164,7 +169,11 @@ def nme(
     if visible.shape != pred.shape[:2]:
         raise ValueError(f"visible must be (B, K) = {tuple(pred.shape[:2])}, got {tuple(visible.shape)}")
     pred, target, visible = pred.float(), target.float(), visible.bool()
-    norm = _normaliser_values(target, visible, normaliser, scheme, box)
+    if annotated is None:
+        annotated = torch.ones_like(visible)
+    elif annotated.shape != visible.shape:
+        raise ValueError(f"annotated must be (B, K) = {tuple(visible.shape)}, got {tuple(annotated.shape)}")
+    norm = _normaliser_values(target, annotated.bool(), normaliser, scheme, box)
     dist = torch.linalg.vector_norm(pred - target, dim=-1)
     count = visible.sum(dim=1)
     mean_err = (dist * visible).sum(dim=1) / count.clamp(min=1)
@@ -347,9 +356,11 @@ class LandmarkMetrics(Metric):
         visible: torch.Tensor | None = None,
         box: torch.Tensor | None = None,
         yaw: torch.Tensor | None = None,
+        annotated: torch.Tensor | None = None,
     ) -> None:
-        """Add a batch: pred/target (B, K, 2), visible (B, K), box (B, 4) or (B,), yaw (B,) degrees."""
-        values = nme(pred.detach(), target.detach(), visible, self.normaliser, self.scheme, box)
+        """Add a batch: pred/target (B, K, 2), visible (B, K), box (B, 4) or (B,), yaw (B,) degrees,
+        annotated (B, K) (points with known positions, for the normaliser; default all)."""
+        values = nme(pred.detach(), target.detach(), visible, self.normaliser, self.scheme, box, annotated)
         if yaw is None:
             yaws = torch.full_like(values, float("nan"))
         else:

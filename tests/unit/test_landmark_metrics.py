@@ -59,17 +59,18 @@ def test_nme_visible_mask_and_undefined_normaliser():
     pred[0, 5] += 1000.0  # invisible: ignored
     vis[0, 5] = False
     pred[0, 6] += torch.tensor([6.0, 8.0])  # visible: 10 px over 67 visible points
-    vis[2, 45] = False  # outer corner hidden: inter-ocular undefined
-    got = nme(pred, t, vis, "inter_ocular", "ibug68")
+    vis[2, 45] = False  # outer corner not annotated: inter-ocular undefined
+    got = nme(pred, t, vis, "inter_ocular", "ibug68", annotated=vis)
     assert torch.isclose(got[0], torch.tensor(10.0 / 67 / 40.0))
     assert got[1] == 0 and torch.isnan(got[2])
-    # bbox uses the visible ground-truth points only: hiding p8 (y = 90) shrinks the box to y in [10, 50]
+    # bbox uses the annotated ground-truth points only: dropping p8 (y = 90) shrinks the box to y in [10, 50]
     vis_b = torch.ones(1, 68, dtype=torch.bool)
     vis_b[0, 8] = False
     p = face68()[None].clone()
     q = p + torch.tensor([3.0, 4.0])
-    assert torch.isclose(nme(q, p, vis_b, "bbox", "ibug68")[0], torch.tensor(5.0 / math.sqrt(40 * 40)))
-    assert torch.isnan(nme(q, p, torch.zeros(1, 68, dtype=torch.bool), "bbox", "ibug68")[0])
+    assert torch.isclose(nme(q, p, vis_b, "bbox", "ibug68", annotated=vis_b)[0], torch.tensor(5.0 / math.sqrt(40 * 40)))
+    none = torch.zeros(1, 68, dtype=torch.bool)
+    assert torch.isnan(nme(q, p, none, "bbox", "ibug68", annotated=none)[0])
 
 
 def test_nme_other_schemes_by_point_names():
@@ -156,7 +157,7 @@ def test_landmark_metrics_compute():
     # a sample with an undefined normaliser is skipped and counted
     metric2 = LandmarkMetrics(normaliser="inter_ocular")
     vis[1, 36] = False
-    metric2.update(pred, target, vis)
+    metric2.update(pred, target, vis, annotated=vis)
     out2 = metric2.compute()
     assert out2["num_samples"].item() == 2 and out2["num_skipped"].item() == 1
     assert "nme_yaw_balanced" not in out2
@@ -188,3 +189,18 @@ def test_plot_ced_returns_agg_figure():
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     assert buf.getvalue()[:4] == b"\x89PNG"
+
+
+def test_normaliser_uses_annotated_points_even_when_occluded():
+    from facelit.metrics.landmarks import nme
+
+    target = torch.zeros(1, 68, 2)
+    target[0, 36] = torch.tensor([10.0, 50.0])
+    target[0, 45] = torch.tensor([50.0, 50.0])
+    pred = target.clone()
+    pred[0, 0] += torch.tensor([4.0, 0.0])
+    visible = torch.zeros(1, 68, dtype=torch.bool)
+    visible[0, 0] = True  # the outer eye corners are occluded, the jaw point is visible
+    assert torch.allclose(nme(pred, target, visible, "inter_ocular", "ibug68"), torch.tensor([0.1]))
+    only_visible = nme(pred, target, visible, "inter_ocular", "ibug68", annotated=visible)
+    assert torch.isnan(only_visible).all()
