@@ -40,7 +40,15 @@ def _class_params(class_path: str | None) -> set[str]:
         cls = getattr(__import__(module_name, fromlist=[name]), name)
     except (ImportError, AttributeError):
         return set()
-    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+    names: set[str] = set()
+    for klass in cls.__mro__:  # follow **kwargs forwarded to base classes, as jsonargparse does
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names - {"self"}
 
 
 def apply_links(config: Namespace) -> list[tuple[str, str]]:

@@ -66,8 +66,7 @@ def test_load_from_checkpoint_rebuilds_the_right_module(tmp_path: Path):
 
 def test_resume_from_last_ckpt_continues_at_the_right_step(tmp_path: Path):
     record = tmp_path / "steps.json"
-    common = ["fit", "--config", str(DEMO), *SMALL, "--trainer.logger=false",
-              f"--trainer.default_root_dir={tmp_path}"]
+    common = ["--config", str(DEMO), *SMALL, "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"]
     first = main([*common, "--trainer.max_steps=3"], run=False)
     first.trainer.fit(first.model, first.datamodule)
     last = Path(first.trainer.checkpoint_callback.last_model_path)
