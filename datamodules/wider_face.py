@@ -78,6 +78,9 @@ class WiderFaceDataModule(FaceDataModule):
         synth_max_faces: faces per synthetic scene at most.
         synth_render_size: size the synthetic scenes are rendered at before augmentation.
         crop_scales: the random square crop range, as fractions of the short side.
+        predict_images: a folder of images for ``predict`` (original sizes, one image per batch);
+            without it ``predict`` runs on WIDER val at original scale (real data) or on the
+            synthetic validation scenes.
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class WiderFaceDataModule(FaceDataModule):
         synth_max_faces: int = 16,
         synth_render_size: int | None = None,
         crop_scales: tuple[float, float] = (0.3, 1.0),
+        predict_images: str | None = None,
     ) -> None:
         super().__init__(data_dir, batch_size, num_workers, augment, seed, val_batch_size, pin_memory)
         if image_size < 32 or image_size % 32:
@@ -107,6 +111,7 @@ class WiderFaceDataModule(FaceDataModule):
         self.synth_max_faces = synth_max_faces
         self.synth_render_size = synth_render_size or image_size
         self.crop_scales = tuple(crop_scales)
+        self.predict_images = predict_images
         self.collate_fn = collate_detections
 
     def _augment_kwargs(self) -> dict[str, Any]:
@@ -150,6 +155,18 @@ class WiderFaceDataModule(FaceDataModule):
                 self.batched_augment = BatchedDetectionAugment(**kwargs)
         self.val_set = TransformDataset(val_raw, partial(letterbox, size=size))
         self.test_set = self.val_set
+        if stage == "predict":
+            if self.predict_images is not None:
+                from facelit.datasets.images import ImageFolderDataset
+
+                self.predict_set = ImageFolderDataset(self.predict_images)
+            else:
+                self.predict_set = val_raw if not self.synthetic else self.val_set
+
+    def predict_dataloader(self):  # noqa: D102  (original-size images: one per batch)
+        if self.predict_images is None and self.synthetic:
+            return super().predict_dataloader()
+        return self._loader(self.predict_set, False, 1, "predict")
 
 
 class _DropMesh(torch.utils.data.Dataset):

@@ -94,9 +94,13 @@ def collate_detections(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     Each sample holds ``image`` (3, H, W) (all of one size) and per-face tensors of leading size N
     (``boxes`` (N, 4), ``landmarks`` (N, 5, 2), ...; ``valid`` may be omitted: it is all True).
     Images with zero faces are legal. M is at least 1 so that shapes never have a zero dimension
-    that some kernels reject.
+    that some kernels reject. Samples without any ``boxes`` (unannotated images for prediction)
+    collate to ``image`` and ``meta`` only.
     """
     batch: dict[str, Any] = {"image": torch.stack([s["image"] for s in samples])}
+    if not any("boxes" in s for s in samples):  # prediction on unannotated images
+        batch["meta"] = [s.get("meta", {}) for s in samples]
+        return batch
     m = max(1, max(s["boxes"].shape[0] for s in samples))
     for key in _PER_FACE_KEYS:
         if key == "valid":
