@@ -1,0 +1,79 @@
+"""RetinaFace inference latency at VGA (640x480): network + decode + NMS, median of N runs.
+Prints one JSON line. The paper reports 17.2 ms for MobileNet-0.25 on its single-thread CPU.
+
+    python benchmarks/retinaface_latency.py --backbone mnet0.25 --threads 1
+    python benchmarks/retinaface_latency.py --device cuda --precision bf16 --channels-last
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from contextlib import nullcontext
+
+import torch
+
+from facelit.nets.retinaface import RetinaFace, detect
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="mnet0.25")
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=["32", "bf16"], default="32")
+    parser.add_argument("--channels-last", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    paper = args.backbone != "mnet0.25"
+    net = RetinaFace(args.backbone, (2, 3, 4, 5, 6) if paper else (3, 4, 5), 256 if paper else 64,
+                     "paper" if paper else "mnet").eval().to(device)
+    image = torch.rand(1, 3, args.height, args.width, device=device)
+    if args.channels_last:
+        net.to(memory_format=torch.channels_last)
+        image = image.contiguous(memory_format=torch.channels_last)
+    anchors = net.anchors_for((args.height, args.width), device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext()
+    times = {"network": [], "total": []}
+    with torch.inference_mode(), autocast:
+        for i in range(args.warmup + args.runs):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            out = net(image)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t1 = time.perf_counter()
+            detect(out, anchors)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t2 = time.perf_counter()
+            if i >= args.warmup:
+                times["network"].append(t1 - t0)
+                times["total"].append(t2 - t0)
+    params = sum(p.numel() for p in net.parameters())
+    print(json.dumps({
+        "benchmark": "retinaface_latency",
+        "backbone": args.backbone,
+        "input": [args.height, args.width],
+        "device": str(device),
+        "threads": args.threads,
+        "precision": args.precision,
+        "channels_last": args.channels_last,
+        "median_ms": {k: round(1000 * statistics.median(v), 2) for k, v in times.items()},
+        "p90_ms_total": round(1000 * sorted(times["total"])[int(0.9 * (len(times["total"]) - 1))], 2),
+        "params": params,
+        "size_mb_fp32": round(params * 4 / 1e6, 3),
+        "paper_ms": 17.2 if args.backbone == "mnet0.25" else None,
+    }))
+
+
+if __name__ == "__main__":
+    main()
