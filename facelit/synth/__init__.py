@@ -1,1 +1,28 @@
-"""facelit/synth."""
+"""facelit.synth: the procedural synthetic face world (heads, crops, scenes, domains), rendered with torch.
+
+Everything is deterministic in (seed, index); see ``world`` for the sample contracts, ``render``
+for the camera, ``head`` / ``templates`` for the parametric heads and ``facelit.geometry.pose``
+for the angle convention. ``render_crops`` / ``render_scenes`` (and the datasets' ``__getitems__``)
+render several samples at once, several times faster than one by one. The renderer issues many
+small tensor ops: run it single-threaded (DataLoader workers are), intra-op threads only slow it.
+"""
+
+from .datasets import FaceCropDataset, SceneDataset
+from .domains import DOMAINS, Domain, get_domain
+from .head import SPECIES, HeadModel, head_model
+from .world import render_crop, render_crops, render_scene, render_scenes
+
+__all__ = [
+    "head_model",
+    "HeadModel",
+    "SPECIES",
+    "Domain",
+    "DOMAINS",
+    "get_domain",
+    "render_crop",
+    "render_crops",
+    "render_scene",
+    "render_scenes",
+    "FaceCropDataset",
+    "SceneDataset",
+]
