@@ -34,9 +34,11 @@ class CEDPlot(pl.Callback):
             return
         with metric.sync_context(should_sync=trainer.world_size > 1):
             nmes = dim_zero_cat(metric.nmes).cpu() if metric.nmes else None
-        if nmes is None or nmes.numel() == 0 or not trainer.is_global_zero:
+        if nmes is None or nmes.numel() == 0:
             return
-        fig = plot_ced({f"epoch {trainer.current_epoch}": nmes}, self.threshold)
-        fig.canvas.draw()
-        image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-        log_images(trainer, "val/ced", [image])
+        images = []
+        if trainer.is_global_zero:
+            fig = plot_ced({f"epoch {trainer.current_epoch}": nmes}, self.threshold)
+            fig.canvas.draw()
+            images.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+        log_images(trainer, "val/ced", images)  # on every rank: it may synchronise (log_dir)

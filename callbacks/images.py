@@ -14,6 +14,9 @@ __all__ = ["log_images"]
 def log_images(trainer: pl.Trainer, key: str, images: list[np.ndarray], captions: list[str] | None = None) -> list[Path]:
     """Log uint8 (H, W, 3) images under ``key`` at the current global step.
 
+    Call it on every rank (under DDP it reads ``trainer.log_dir``, a collective); only rank 0
+    writes, and other ranks may pass an empty list.
+
     W&B receives ``wandb.Image``s, TensorBoard ``add_image``; every other logger (CSV) and runs with
     no logger get PNG files under ``<log_dir>/images/<key>/step_<N>_<i>.png`` so that nothing is lost.
 
@@ -26,14 +29,18 @@ def log_images(trainer: pl.Trainer, key: str, images: list[np.ndarray], captions
     for logger in trainer.loggers:
         kind = type(logger).__name__
         if kind == "WandbLogger":
-            logger.log_image(key=key, images=list(images), step=step, caption=captions)
+            if images:
+                logger.log_image(key=key, images=list(images), step=step, caption=captions)
         elif kind == "TensorBoardLogger":
             for i, img in enumerate(images):
                 logger.experiment.add_image(f"{key}/{i}", img, step, dataformats="HWC")
         else:
             needs_files = True
+    if needs_files:
+        # trainer.log_dir broadcasts from rank 0 under DDP: every rank must ask, not only rank 0.
+        log_dir = trainer.log_dir or trainer.default_root_dir
     if needs_files and trainer.is_global_zero:
-        root = Path(trainer.log_dir or trainer.default_root_dir) / "images" / key.replace("/", "_")
+        root = Path(log_dir) / "images" / key.replace("/", "_")
         root.mkdir(parents=True, exist_ok=True)
         for i, img in enumerate(images):
             path = root / f"step_{step:07d}_{i}.png"

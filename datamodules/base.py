@@ -43,6 +43,31 @@ class TransformDataset(Dataset):
         return self.transform(self.dataset[index])
 
 
+class CachedDataset(Dataset):
+    """Render/read every sample of ``dataset`` once, keep it in memory, serve copies.
+
+    Images are kept as uint8 (quantised to 1/255, as a PNG of the render would be) to quarter the
+    memory; DataLoader workers share the cache copy-on-write. A progress bar shows the one-time cost.
+    """
+
+    def __init__(self, dataset: Dataset, desc: str = "caching") -> None:
+        from tqdm.auto import tqdm
+
+        self.samples = []
+        for i in tqdm(range(len(dataset)), desc=desc, leave=False):  # type: ignore[arg-type]
+            sample = dict(dataset[i])
+            sample["image"] = (sample["image"].clamp(0, 1) * 255).round().to(torch.uint8)
+            self.samples.append(sample)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = dict(self.samples[index])
+        sample["image"] = sample["image"].float() / 255
+        return sample
+
+
 class FaceDataModule(pl.LightningDataModule):
     """Base datamodule.
 
@@ -54,6 +79,8 @@ class FaceDataModule(pl.LightningDataModule):
         seed: seed of the synthetic world and of the augmentation streams.
         val_batch_size: validation/test batch size.
         pin_memory: pin host memory (useful with GPUs).
+        synth_cache: render the synthetic sets once into memory (fast epochs over a fixed set)
+            instead of rendering every index on the fly (a new sample per index, no memory).
     """
 
     def __init__(
@@ -65,6 +92,7 @@ class FaceDataModule(pl.LightningDataModule):
         seed: int = 0,
         val_batch_size: int | None = None,
         pin_memory: bool = False,
+        synth_cache: bool = False,
     ) -> None:
         super().__init__()
         if augment not in ("cpu", "gpu", "none"):
@@ -78,6 +106,8 @@ class FaceDataModule(pl.LightningDataModule):
         self.seed = seed
         self.val_batch_size = val_batch_size or batch_size
         self.pin_memory = pin_memory
+        self.synth_cache = synth_cache
+        self._caches: dict[str, CachedDataset] = {}
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -102,6 +132,15 @@ class FaceDataModule(pl.LightningDataModule):
         if self.synthetic and not self._said_synthetic:
             log.warning("%s: no data_dir given, serving the synthetic face world (%s)", type(self).__name__, what)
             self._said_synthetic = True
+
+    def maybe_cache(self, dataset: Dataset, desc: str) -> Dataset:
+        """``dataset`` held in memory when ``synth_cache`` is on (synthetic data only); built once per
+        ``desc`` and reused by later stages (validate, then fit)."""
+        if not (self.synth_cache and self.synthetic):
+            return dataset
+        if desc not in self._caches:
+            self._caches[desc] = CachedDataset(dataset, desc)
+        return self._caches[desc]
 
     def setup(self, stage: str) -> None:
         self.build_datasets(stage)
@@ -175,6 +214,7 @@ class CropDataModule(FaceDataModule):
         seed: int = 0,
         val_batch_size: int | None = None,
         pin_memory: bool = False,
+        synth_cache: bool = False,
         synth_train_size: int = 20000,
         synth_val_size: int = 500,
         synth_domain: str = "source",
@@ -184,7 +224,7 @@ class CropDataModule(FaceDataModule):
         scales: tuple[float, float] = (0.75, 1.25),
         translation: float = 0.1,
     ) -> None:
-        super().__init__(data_dir, batch_size, num_workers, augment, seed, val_batch_size, pin_memory)
+        super().__init__(data_dir, batch_size, num_workers, augment, seed, val_batch_size, pin_memory, synth_cache)
         from facelit.batch import collate_crops
         from facelit.geometry.schemes import get_scheme
 
@@ -215,8 +255,11 @@ class CropDataModule(FaceDataModule):
 
         if self.synthetic:
             self.note_synthetic(f"{self.scheme} crops, domain {self.synth_domain}")
-            train, val, test = (self._synthetic(self.seed, self.synth_train_size),
-                                self._synthetic(self.seed + 1, self.synth_val_size), None)
+            train = self._synthetic(self.seed, self.synth_train_size)
+            if stage == "fit":
+                train = self.maybe_cache(train, "synthetic train crops")
+            val = self.maybe_cache(self._synthetic(self.seed + 1, self.synth_val_size), "synthetic val crops")
+            test = None
         else:
             train, val, test = self.real_datasets()
         if self.augment == "cpu":

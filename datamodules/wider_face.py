@@ -71,7 +71,7 @@ class WiderFaceDataModule(FaceDataModule):
     Args:
         data_dir: WIDER FACE root (layout above); ``None`` for synthetic scenes.
         image_size: training/validation square size (the paper trains at 640).
-        batch_size, num_workers, augment, seed, val_batch_size, pin_memory: see FaceDataModule.
+        batch_size, num_workers, augment, seed, val_batch_size, pin_memory, synth_cache: see FaceDataModule.
         mesh: serve projected mesh ground truth (synthetic only; WIDER has none).
         synth_train_size: synthetic training scenes (each index renders a new scene).
         synth_val_size: synthetic validation scenes (a fixed set, seed + 1).
@@ -93,6 +93,7 @@ class WiderFaceDataModule(FaceDataModule):
         seed: int = 0,
         val_batch_size: int | None = None,
         pin_memory: bool = False,
+        synth_cache: bool = False,
         mesh: bool = False,
         synth_train_size: int = 4000,
         synth_val_size: int = 200,
@@ -101,7 +102,7 @@ class WiderFaceDataModule(FaceDataModule):
         crop_scales: tuple[float, float] = (0.3, 1.0),
         predict_images: str | None = None,
     ) -> None:
-        super().__init__(data_dir, batch_size, num_workers, augment, seed, val_batch_size, pin_memory)
+        super().__init__(data_dir, batch_size, num_workers, augment, seed, val_batch_size, pin_memory, synth_cache)
         if image_size < 32 or image_size % 32:
             raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}")
         self.image_size = image_size
@@ -143,16 +144,18 @@ class WiderFaceDataModule(FaceDataModule):
             val_raw = WiderFaceDataset(self.data_dir, split="val", landmarks=False)
         if not self.mesh:
             train_raw, val_raw = _DropMesh(train_raw), _DropMesh(val_raw)
+        val_raw = self.maybe_cache(val_raw, "synthetic val scenes")
 
         size = self.image_size
-        if self.augment == "cpu":
-            self.train_set = TransformDataset(train_raw, DetectionAugment(**self._augment_kwargs()))
-        else:
-            # Batched augmentation needs one image size per batch: letterbox in the workers first.
-            self.train_set = TransformDataset(train_raw, partial(letterbox, size=size))
-            if self.augment == "gpu":
-                kwargs = self._augment_kwargs()
-                self.batched_augment = BatchedDetectionAugment(**kwargs)
+        if stage == "fit":
+            train_raw = self.maybe_cache(train_raw, "synthetic train scenes")
+            if self.augment == "cpu":
+                self.train_set = TransformDataset(train_raw, DetectionAugment(**self._augment_kwargs()))
+            else:
+                # Batched augmentation needs one image size per batch: letterbox in the workers first.
+                self.train_set = TransformDataset(train_raw, partial(letterbox, size=size))
+                if self.augment == "gpu":
+                    self.batched_augment = BatchedDetectionAugment(**self._augment_kwargs())
         self.val_set = TransformDataset(val_raw, partial(letterbox, size=size))
         self.test_set = self.val_set
         if stage == "predict":

@@ -20,13 +20,14 @@ def test_class_params_follow_kwargs_to_the_base_class():
     assert _class_params("no.such.Class") == set()
 
 
-def test_scheme_and_image_size_flow_from_data_to_model(capsys):
+def test_scheme_and_image_size_flow_from_data_to_model(capsys, tmp_path):
     config = REPO / "configs" / "demo" / "landmarks_aflw.yaml"
     try:
         main(["fit", "--config", str(config), "--data.init_args.image_size=96", "--print_config"])
     except SystemExit as exit_info:
         assert exit_info.code == 0
-    cli = main(["--config", str(config), "--data.init_args.image_size=96", "--trainer.logger=false"], run=False)
+    cli = main(["--config", str(config), "--data.init_args.image_size=96",
+                f"--trainer.logger.init_args.save_dir={tmp_path}"], run=False)
     assert cli.model.scheme.name == "aflw19" and cli.model.image_size == 96
     assert cli.model.net.num_points == 19
     printed = yaml.safe_load(capsys.readouterr().out)

@@ -36,7 +36,7 @@ def tiny_overrides(config: Path, tmp_path: Path) -> list[str]:
         "--trainer.strategy=auto",
         "--trainer.num_nodes=1",
         f"--trainer.default_root_dir={tmp_path}",
-        "--trainer.logger=false",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
         "--data.init_args.data_dir=null",
         "--data.init_args.batch_size=2",
         "--data.init_args.val_batch_size=2",

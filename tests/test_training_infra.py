@@ -46,7 +46,7 @@ def _run_cli(args: list[str], env: dict[str, str] | None = None, timeout: int = 
 
 
 def test_load_from_checkpoint_rebuilds_the_right_module(tmp_path: Path):
-    cli = main(["fit", "--config", str(DEMO), *SMALL, "--trainer.max_steps=1", "--trainer.logger=false",
+    cli = main(["fit", "--config", str(DEMO), *SMALL, "--trainer.max_steps=1", f"--trainer.logger.init_args.save_dir={tmp_path}",
                 f"--trainer.default_root_dir={tmp_path}"])
     ckpt = tmp_path / "model.ckpt"
     cli.trainer.save_checkpoint(ckpt)
@@ -66,7 +66,7 @@ def test_load_from_checkpoint_rebuilds_the_right_module(tmp_path: Path):
 
 def test_resume_from_last_ckpt_continues_at_the_right_step(tmp_path: Path):
     record = tmp_path / "steps.json"
-    common = ["--config", str(DEMO), *SMALL, "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"]
+    common = ["--config", str(DEMO), *SMALL, f"--trainer.logger.init_args.save_dir={tmp_path}", f"--trainer.default_root_dir={tmp_path}"]
     first = main([*common, "--trainer.max_steps=3"], run=False)
     first.trainer.fit(first.model, first.datamodule)
     last = Path(first.trainer.checkpoint_callback.last_model_path)
@@ -106,7 +106,7 @@ def test_slurm_sigusr1_saves_hpc_checkpoint_requeues_and_resumes(tmp_path: Path)
     env = _fake_slurm_env(tmp_path)
     record = tmp_path / "steps.json"
     root = tmp_path / "run"
-    args = ["fit", "--config", str(DEMO), *SMALL, "--trainer.logger=false", f"--trainer.default_root_dir={root}",
+    args = ["fit", "--config", str(DEMO), *SMALL, f"--trainer.logger.init_args.save_dir={tmp_path}", f"--trainer.default_root_dir={root}",
             "--trainer.max_steps=5"]
     record_args = ["--trainer.callbacks+=tests.support.RecordSteps", f"--trainer.callbacks.path={record}"]
     # SignalThenDie runs before RecordSteps, so the batch it kills is not recorded.
@@ -155,11 +155,11 @@ def test_sbatch_template_runs_srun_with_stable_root_and_wandb_id(tmp_path: Path)
 @pytest.mark.ddp
 def test_two_process_cpu_ddp_fit(tmp_path: Path):
     proc = _run_cli(["fit", "--config", str(DEMO), *SMALL, "--trainer.devices=2", "--trainer.strategy=ddp_spawn",
-                     "--trainer.max_steps=2", "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"],
+                     "--trainer.max_steps=2", f"--trainer.logger.init_args.save_dir={tmp_path}", f"--trainer.default_root_dir={tmp_path}"],
                     env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-4000:]
-    ckpt = tmp_path / "checkpoints" / "last.ckpt"
-    assert ckpt.is_file() and torch.load(ckpt, weights_only=False)["global_step"] == 2
+    ckpts = list(tmp_path.rglob("last.ckpt"))
+    assert len(ckpts) == 1 and torch.load(ckpts[0], weights_only=False)["global_step"] == 2
 
 
 def test_wandb_offline_logs_config_scalars_and_images(tmp_path: Path, monkeypatch):
@@ -177,3 +177,18 @@ def test_wandb_offline_logs_config_scalars_and_images(tmp_path: Path, monkeypatc
     config = yaml.safe_load((runs[0] / "files" / "config.yaml").read_text())
     assert config["model"]["value"]["class_path"] == "lightning_modules.retinaface.RetinaFaceModule"
     assert any(p.suffix == ".png" for p in (runs[0] / "files" / "media" / "images").rglob("*"))
+
+
+@pytest.mark.slow
+def test_export_script_writes_onnx_matching_eager(tmp_path: Path):
+    cli = main(["fit", "--config", str(DEMO), *SMALL, "--trainer.max_steps=1", f"--trainer.logger.init_args.save_dir={tmp_path}",
+                f"--trainer.default_root_dir={tmp_path}"])
+    ckpt = tmp_path / "m.ckpt"
+    cli.trainer.save_checkpoint(ckpt)
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        from export_onnx import main as export_main
+    finally:
+        sys.path.pop(0)
+    report = export_main(["--ckpt", str(ckpt), "--out", str(tmp_path / "rf.onnx"), "--legacy-exporter"])
+    assert (tmp_path / "rf.onnx").is_file() and report["max_abs_diff_vs_eager"] < 1e-4
