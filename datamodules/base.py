@@ -50,14 +50,21 @@ class CachedDataset(Dataset):
     memory; DataLoader workers share the cache copy-on-write. A progress bar shows the one-time cost.
     """
 
-    def __init__(self, dataset: Dataset, desc: str = "caching") -> None:
+    def __init__(self, dataset: Dataset, desc: str = "caching", chunk: int = 64) -> None:
         from tqdm.auto import tqdm
 
+        n = len(dataset)  # type: ignore[arg-type]
+        fetch_many = getattr(dataset, "__getitems__", None)  # batched rendering where offered
         self.samples = []
-        for i in tqdm(range(len(dataset)), desc=desc, leave=False):  # type: ignore[arg-type]
-            sample = dict(dataset[i])
-            sample["image"] = (sample["image"].clamp(0, 1) * 255).round().to(torch.uint8)
-            self.samples.append(sample)
+        with tqdm(total=n, desc=desc, leave=False) as bar:
+            for start in range(0, n, chunk):
+                indices = list(range(start, min(n, start + chunk)))
+                chunk_samples = fetch_many(indices) if fetch_many else [dataset[i] for i in indices]
+                for sample in chunk_samples:
+                    sample = dict(sample)
+                    sample["image"] = (sample["image"].clamp(0, 1) * 255).round().to(torch.uint8)
+                    self.samples.append(sample)
+                bar.update(len(indices))
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -370,7 +370,7 @@ class LandmarkMetrics(Metric):
         ok = torch.isfinite(values)
         self.nmes.append(values[ok])
         self.yaws.append(yaws[ok])
-        self.num_skipped += (~ok).sum()
+        self.num_skipped = self.num_skipped + (~ok).sum()  # out of place: states may be inference tensors
 
     def compute(self) -> dict[str, torch.Tensor]:
         nmes = dim_zero_cat(self.nmes) if self.nmes else torch.zeros(0)

@@ -52,17 +52,23 @@ class Fragments:
     Attributes:
         pixel: (P,) int64 flat pixel index ``y * W + x``, unique, increasing.
         tri: (P,) int64 index of the winning triangle.
-        bary: (P, 3) float32 screen-space barycentric weights of the pixel centre in that triangle.
+        weights: (3, P) float32 screen-space barycentric weights of the pixel centre in that
+            triangle, one contiguous row per corner (``bary`` is the (P, 3) view).
         depth: (P,) float32 interpolated depth.
         height, width: image size.
     """
 
     pixel: torch.Tensor
     tri: torch.Tensor
-    bary: torch.Tensor
+    weights: torch.Tensor
     depth: torch.Tensor
     height: int
     width: int
+
+    @property
+    def bary(self) -> torch.Tensor:
+        """(P, 3) barycentric weights (a view of ``weights``)."""
+        return self.weights.T
 
     def depth_at(self, pixel: torch.Tensor) -> torch.Tensor:
         """Depth of the visible surface at flat pixel indices (N,), +inf where nothing was drawn."""
@@ -72,22 +78,49 @@ class Fragments:
         hit = self.pixel.index_select(0, pos) == pixel
         return torch.where(hit, self.depth.index_select(0, pos), float("inf"))
 
+    def corner_vertices(self, tris: torch.Tensor) -> torch.Tensor:
+        """(3, P) vertex index of each corner of every fragment's triangle (``tris`` (T, 3))."""
+        return tris.T.contiguous().index_select(1, self.tri)
+
     def interpolate(
-        self,
-        values: torch.Tensor,
-        tris: torch.Tensor,
-        tri: torch.Tensor | None = None,
-        bary: torch.Tensor | None = None,
+        self, values: torch.Tensor, corners: torch.Tensor, index: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Barycentric interpolation of per-vertex ``values`` (M, C) -> (P, C) (or for a subset of
-        fragments given by their ``tri`` (Q,) and ``bary`` (Q, 3))."""
-        tri = self.tri if tri is None else tri
-        w = self.bary if bary is None else bary
-        corner = tris.index_select(0, tri).reshape(-1)  # (P * 3,)
-        v = values.contiguous().index_select(0, corner).view(-1, 3, values.shape[1])
-        out = v[:, 0] * w[:, 0:1]
-        out.addcmul_(v[:, 1], w[:, 1:2]).addcmul_(v[:, 2], w[:, 2:3])
-        return out
+        """Barycentric interpolation of channel-major per-vertex values.
+
+        Args:
+            values: (C, M) per-vertex values, one contiguous row per channel.
+            corners: (3, P) from ``corner_vertices``.
+            index: optional (Q,) int64 subset of the fragments.
+
+        Returns:
+            (C, P) (or (C, Q)) ``w0 * v0 + w1 * v1 + w2 * v2``.
+        """
+        w = self.weights
+        if index is not None:
+            corners, w = corners.index_select(1, index), w.index_select(1, index)
+        values = values.contiguous()
+        out = values.index_select(1, corners[0]).mul_(w[0])
+        out.addcmul_(values.index_select(1, corners[1]), w[1])
+        return out.addcmul_(values.index_select(1, corners[2]), w[2])
+
+
+def _max3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return torch.maximum(torch.maximum(a, b), c)
+
+
+def _min3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return torch.minimum(torch.minimum(a, b), c)
+
+
+def _empty(height: int, width: int) -> Fragments:
+    return Fragments(
+        torch.zeros(0, dtype=torch.long),
+        torch.zeros(0, dtype=torch.long),
+        torch.zeros(3, 0),
+        torch.zeros(0),
+        height,
+        width,
+    )
 
 
 def rasterize(
@@ -122,51 +155,47 @@ def rasterize(
         )
     if tris.dim() != 2 or tris.shape[1] != 3 or single_sided.shape != tris.shape[:1]:
         raise ValueError(f"rasterize: expected tris (T, 3) and single_sided (T,), got {tuple(tris.shape)}")
-    v = xy.index_select(0, tris.reshape(-1)).view(-1, 3, 2)
-    x, y = v[..., 0], v[..., 1]
-    e1, e2 = v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]
-    area2 = e1[:, 0] * e2[:, 1] - e2[:, 0] * e1[:, 1]
+    # Structure-of-arrays layout throughout: per-corner quantities are lists of three contiguous
+    # 1D tensors (x[k] is corner k of every triangle), so no op works on strided (N, 3) columns.
+    corners = tris.T.contiguous()  # (3, T)
+    px_all, py_all = xy[:, 0].contiguous(), xy[:, 1].contiguous()
+    x = [px_all.index_select(0, corners[k]) for k in range(3)]
+    y = [py_all.index_select(0, corners[k]) for k in range(3)]
+    area2 = (x[1] - x[0]) * (y[2] - y[0]) - (x[2] - x[0]) * (y[1] - y[0])
     # rows whose centre j + 0.5 lies in [ymin, ymax)
     if tile is None:
         tile = torch.tensor([0.0, 0.0, float(width), float(height)]).expand(tris.shape[0], 4)
-    size = tile[:, 2:] - tile[:, :2]
-    j0 = torch.ceil(y.amin(1) - 0.5).clamp_(min=0)
-    j1 = torch.minimum(torch.ceil(y.amax(1) - 0.5), size[:, 1]) - 1
+    size_x, size_y = tile[:, 2] - tile[:, 0], tile[:, 3] - tile[:, 1]
+    j0 = torch.ceil(_min3(*y) - 0.5).clamp_(min=0)
+    j1 = torch.minimum(torch.ceil(_max3(*y) - 0.5), size_y) - 1
     keep = (area2.abs() > 1e-9) & ((area2 < 0) | ~single_sided) & (j1 >= j0)
-    keep &= (x.amax(1) > 0) & (x.amin(1) < size[:, 0])
+    keep &= (_max3(*x) > 0) & (_min3(*x) < size_x)
     t_idx = keep.nonzero().squeeze(1)
-    empty = Fragments(
-        torch.zeros(0, dtype=torch.long),
-        torch.zeros(0, dtype=torch.long),
-        torch.zeros(0, 3),
-        torch.zeros(0),
-        height,
-        width,
-    )
     if t_idx.numel() == 0:
-        return empty
-    x, y, j0, j1 = (
-        x.index_select(0, t_idx),
-        y.index_select(0, t_idx),
-        j0.index_select(0, t_idx),
-        j1.index_select(0, t_idx),
-    )
-    zt = depth.index_select(0, tris.index_select(0, t_idx).reshape(-1)).view(-1, 3)
-    inv = area2.index_select(0, t_idx).reciprocal()[:, None]
+        return _empty(height, width)
+    x = [c.index_select(0, t_idx) for c in x]
+    y = [c.index_select(0, t_idx) for c in y]
+    j0, j1 = j0.index_select(0, t_idx), j1.index_select(0, t_idx)
+    kept_corners = corners.index_select(1, t_idx)
+    zt = [depth.index_select(0, kept_corners[k]) for k in range(3)]
+    inv = area2.index_select(0, t_idx).reciprocal()
     # Barycentric weights relative to the first corner (x0, y0), where they are exactly (1, 0, 0):
     # w_k = e_k + a_k (px - x0) + b_k (py - y0), depth z = z0 + az (px - x0) + bz (py - y0).
     # Local coordinates keep float32 precise on tall stacked canvases.
-    xr, yr = x.roll(-1, 1), y.roll(-1, 1)
-    xrr, yrr = x.roll(-2, 1), y.roll(-2, 1)
-    a = (yr - yrr) * inv
-    b = (xrr - xr) * inv
-    az, bz = (a * zt).sum(1), (b * zt).sum(1)
-    x0, y0, z0 = x[:, 0].contiguous(), y[:, 0].contiguous(), zt[:, 0].contiguous()
-    flat = a.abs() < 1e-9
-    neg_inv_a = torch.where(flat, torch.zeros_like(a), -1.0 / torch.where(flat, torch.ones_like(a), a))
-    lower = torch.where(a > 1e-9, 0.0, -_INF)  # weight k bounds the span from below where a_k > 0
-    upper = torch.where(a < -1e-9, 0.0, _INF)
-    x_hi = size[:, 0].index_select(0, t_idx)
+    a = [(y[(k + 1) % 3] - y[(k + 2) % 3]) * inv for k in range(3)]
+    b = [(x[(k + 2) % 3] - x[(k + 1) % 3]) * inv for k in range(3)]
+    az = a[0] * zt[0] + a[1] * zt[1] + a[2] * zt[2]
+    bz = b[0] * zt[0] + b[1] * zt[1] + b[2] * zt[2]
+    x0, y0, z0 = x[0], y[0], zt[0]
+    # where each weight crosses zero along a row, as a multiple of its value at px = x0, and which
+    # side of the span it bounds (a_k > 0: from below, a_k < 0: from above)
+    neg_inv_a, lower, upper = [], [], []
+    for ak in a:
+        flat = ak.abs() < 1e-9
+        neg_inv_a.append(torch.where(flat, 0.0, -1.0 / torch.where(flat, 1.0, ak)))
+        lower.append(torch.where(ak > 1e-9, 0.0, -_INF))
+        upper.append(torch.where(ak < -1e-9, 0.0, _INF))
+    x_hi = size_x.index_select(0, t_idx)
     origin = tile.index_select(0, t_idx)[:, :2].long()
     pix0 = origin[:, 1] * width + origin[:, 0]  # flat canvas index of the tile's first pixel
     # scanline spans: one entry per (triangle, row); the span is where all three weights are >= 0
@@ -177,17 +206,17 @@ def rasterize(
     yc = j0.index_select(0, r_tri) + (torch.arange(n_rows) - r_start) + 0.5
     r_x0 = x0.index_select(0, r_tri)
     dy = yc - y0.index_select(0, r_tri)
-    base = b.index_select(0, r_tri) * dy[:, None]  # weights at px = x0
-    base[:, 0] += 1.0
-    t = base * neg_inv_a.index_select(0, r_tri)  # local x where each weight crosses zero
-    left = (t + lower.index_select(0, r_tri)).amax(1) + r_x0
-    right = (t + upper.index_select(0, r_tri)).amin(1) + r_x0
+    base = [b[k].index_select(0, r_tri) * dy for k in range(3)]  # weights at px = x0
+    base[0] += 1.0
+    t = [base[k] * neg_inv_a[k].index_select(0, r_tri) for k in range(3)]  # local x of the crossings
+    left = _max3(*(t[k] + lower[k].index_select(0, r_tri) for k in range(3))) + r_x0
+    right = _min3(*(t[k] + upper[k].index_select(0, r_tri) for k in range(3))) + r_x0
     i0 = torch.ceil(left - 0.5).clamp_(min=0)
     i1 = torch.minimum(torch.floor(right - 0.5), x_hi.index_select(0, r_tri) - 1)
     span = (i1 - i0 + 1).clamp_(min=0).nan_to_num_(0.0).long()
     total = int(span.sum())
     if total == 0:
-        return empty
+        return _empty(height, width)
     if total >= _MAX_CANDIDATES:
         raise ValueError(
             f"rasterize: {total} fragments exceed the limit {_MAX_CANDIDATES}; draw fewer or smaller tiles"
@@ -196,26 +225,27 @@ def rasterize(
     row_az = az.index_select(0, r_tri)
     row_i0 = i0 + 0.5 - r_x0  # local x of the first pixel centre of the span
     p_row = torch.repeat_interleave(torch.arange(n_rows), span, output_size=total)
-    s_start = (span.cumsum(0) - span).index_select(0, p_row)
-    step = (torch.arange(total) - s_start).float()
-    px_local = row_i0.index_select(0, p_row) + step
+    cand = torch.arange(total)
+    step = cand - (span.cumsum(0) - span).index_select(0, p_row)  # pixel offset in its span
+    px_local = row_i0.index_select(0, p_row) + step.float()
     z = torch.addcmul(row_z.index_select(0, p_row), row_az.index_select(0, p_row), px_local)
     row_pix = (
         pix0.index_select(0, r_tri) + (yc - 0.5).long() * width + i0.long()
     )  # flat index of the span start
-    pix = row_pix.index_select(0, p_row) + step.long()
-    zq = (z.clamp(0.0, MAX_DEPTH) * _DEPTH_SCALE).long()
-    key = zq * _MAX_CANDIDATES + torch.arange(total)
+    pix = row_pix.index_select(0, p_row).add_(step)
+    # key = quantised depth * 2^26 + candidate id: the smallest key is the closest, earliest candidate
+    key = (z.clamp(0.0, MAX_DEPTH) * _DEPTH_SCALE).long().mul_(_MAX_CANDIDATES).add_(cand)
     zbuf = _workspace(height * width).fill_(_KEY_MAX)
     zbuf.scatter_reduce_(0, pix, key, reduce="amin")
     won_pix = (zbuf != _KEY_MAX).nonzero().squeeze(1)
-    win = zbuf.index_select(0, won_pix) % _MAX_CANDIDATES
+    win = zbuf.index_select(0, won_pix).remainder_(_MAX_CANDIDATES)
     w_row = p_row.index_select(0, win)
     w_tri = r_tri.index_select(0, w_row)
-    bary = torch.addcmul(
-        base.index_select(0, w_row), a.index_select(0, w_tri), px_local.index_select(0, win)[:, None]
+    w_px = px_local.index_select(0, win)
+    bary = torch.stack(
+        [torch.addcmul(base[k].index_select(0, w_row), a[k].index_select(0, w_tri), w_px) for k in range(3)]
     ).clamp_(min=0)
-    bary = bary / bary.sum(1, keepdim=True).clamp(min=1e-9)
+    bary /= (bary[0] + bary[1] + bary[2]).clamp_(min=1e-9)
     return Fragments(won_pix, t_idx.index_select(0, w_tri), bary, z.index_select(0, win), height, width)
 
 

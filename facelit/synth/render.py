@@ -189,10 +189,21 @@ class PosedHeads:
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Area-weighted unit vertex normals (B, V, 3) of outward-oriented meshes (B, V, 3)."""
-    a, b, c = verts[:, faces[:, 0]], verts[:, faces[:, 1]], verts[:, faces[:, 2]]
-    fn = torch.linalg.cross(b - a, c - a)
-    n = torch.zeros_like(verts).index_add_(1, faces.T.reshape(-1), fn.repeat(1, 3, 1))
+    """Area-weighted unit vertex normals (B, V, 3) of outward-oriented meshes (B, V, 3).
+
+    The B meshes are flattened into one (B * V, 3) table so that every gather and scatter is a
+    row operation on dimension 0; face normals are accumulated corner by corner in face order.
+    """
+    b, v = verts.shape[:2]
+    flat = verts.reshape(b * v, 3)
+    offset = (torch.arange(b) * v)[:, None]
+    corner = [(f[None] + offset).reshape(-1) for f in faces.T]  # 3 x (B * F,) rows of ``flat``
+    p0, p1, p2 = (flat.index_select(0, c) for c in corner)
+    fn = torch.linalg.cross(p1 - p0, p2 - p0)
+    n = torch.zeros_like(flat)
+    for c in corner:
+        n.index_add_(0, c, fn)
+    n = n.view_as(verts)
     return n * torch.rsqrt((n * n).sum(-1, keepdim=True).clamp(min=1e-18))
 
 
@@ -687,6 +698,38 @@ def _head_table(heads: PosedHeads) -> torch.Tensor:
     )
 
 
+@dataclass
+class _Surface:
+    """Feature-painting inputs of Q head fragments.
+
+    Attributes:
+        chart: (Q, 2) template chart position. pixel: (Q,) flat canvas pixel index.
+        head: (Q,) head index into ``tab``. tab: (B, 27) per-head table (``_head_table``).
+        width: canvas width (to turn flat pixel indices into pixel centres).
+    """
+
+    chart: torch.Tensor
+    pixel: torch.Tensor
+    head: torch.Tensor
+    tab: torch.Tensor
+    width: int
+
+    def rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """(K, 27) per-head table rows of the fragments ``idx`` (K,)."""
+        return self.tab.index_select(0, self.head.index_select(0, idx))
+
+    def centres(self, idx: torch.Tensor) -> torch.Tensor:
+        """(K, 2) canvas pixel centres of the fragments ``idx`` (K,)."""
+        return _pixel_centres(self.pixel.index_select(0, idx), self.width)
+
+
+def _pixel_centres(pixel: torch.Tensor, width: int) -> torch.Tensor:
+    """(N, 2) centres (x + 0.5, y + 0.5) of flat pixel indices (N,) of a canvas ``width`` wide."""
+    return torch.stack(
+        [(pixel % width).float() + 0.5, torch.div(pixel, width, rounding_mode="floor").float() + 0.5], 1
+    )
+
+
 def _iris_r2(pix: torch.Tensor, tab: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     """Squared radius (Q,) of pixels in their eye's unit iris disk (``right``: image-right eye)."""
     r = right[:, None]
@@ -703,10 +746,11 @@ def _subset(mask: torch.Tensor) -> torch.Tensor:
 
 
 def _paint_human(
-    chart: torch.Tensor, pix: torch.Tensor, tab: torch.Tensor, albedo: torch.Tensor, hairw: torch.Tensor
+    surf: _Surface, albedo: torch.Tensor, hairw: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Paint eyes, brows, lips and nostrils onto skin albedo (Q, 3); returns albedo and a pupil mask (Q,)."""
     feats = _human_chart_features()
+    chart = surf.chart
     x, y = chart[:, 0], chart[:, 1]
     ax = x.abs()
     pupil = torch.zeros(x.shape[0], dtype=torch.bool)
@@ -714,13 +758,13 @@ def _paint_human(
     # eyes: sclera and lash line from the chart, iris and pupil in image space
     idx = _subset((y > 0.16) & (y < 0.40) & (ax > 0.2) & (ax < 0.76) & bare)
     if idx.numel():
-        cx, t = chart.index_select(0, idx), tab.index_select(0, idx)
+        cx, t = chart.index_select(0, idx), surf.rows(idx)
         right = cx[:, 0] > 0
         inside = points_in_polygon(cx, torch.where(right[:, None, None], feats["eye_r"], feats["eye_l"]))
         lash = (
             polyline_distance(cx, torch.where(right[:, None, None], feats["lid_r"], feats["lid_l"])) < 0.017
         )
-        r2 = _iris_r2(pix.index_select(0, idx), t, right)
+        r2 = _iris_r2(surf.centres(idx), t, right)
         iris = inside & (r2 < 1.0)
         pup = inside & (r2 < (PUPIL_RADIUS / IRIS_RADIUS) ** 2)
         col = torch.where(inside[:, None], _SCLERA, albedo.index_select(0, idx))
@@ -733,7 +777,7 @@ def _paint_human(
     # brows: tapered strokes with soft edges
     idx = _subset((y > 0.38) & (y < 0.72) & (ax > 0.1) & (ax < 0.92) & bare)
     if idx.numel():
-        cx, t = chart.index_select(0, idx), tab.index_select(0, idx)
+        cx, t = chart.index_select(0, idx), surf.rows(idx)
         right = cx[:, 0] > 0
         d = polyline_distance(cx, torch.where(right[:, None, None], feats["brow_r"], feats["brow_l"]))
         half = t[:, _T_BROWW] * (1.0 - 0.45 * ((cx[:, 0].abs() - 0.18) / 0.62).clamp(0, 1))
@@ -744,7 +788,7 @@ def _paint_human(
     # lips, mouth cavity and teeth
     idx = _subset((y > -0.9) & (y < -0.5) & (ax < 0.48))
     if idx.numel():
-        cx, t = chart.index_select(0, idx), tab.index_select(0, idx)
+        cx, t = chart.index_select(0, idx), surf.rows(idx)
         outer = points_in_polygon(cx, feats["lips_out"])
         inner = points_in_polygon(cx, feats["lips_in"])
         lower = (cx[:, 1] < feats["slit_y"]).float()[:, None]
@@ -773,16 +817,17 @@ _TEETH = torch.tensor([0.86, 0.84, 0.78])
 
 
 def _paint_animal(
-    chart: torch.Tensor, pix: torch.Tensor, tab: torch.Tensor, albedo: torch.Tensor, landmarks: torch.Tensor
+    surf: _Surface, albedo: torch.Tensor, landmarks: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eyes (dark, with a black pupil), nostrils and the mouth line of horse/sheep heads."""
+    chart = surf.chart
     x, y = chart[:, 0], chart[:, 1]
     pupil = torch.zeros(x.shape[0], dtype=torch.bool)
     ex, ey = float(landmarks[1, 0]), float(landmarks[1, 1])
     idx = _subset(((x.abs() - ex).abs() < 0.3) & ((y - ey).abs() < 0.3))
     if idx.numel():
-        cx, t = chart.index_select(0, idx), tab.index_select(0, idx)
-        r2 = _iris_r2(pix.index_select(0, idx), t, cx[:, 0] > 0)
+        cx, t = chart.index_select(0, idx), surf.rows(idx)
+        r2 = _iris_r2(surf.centres(idx), t, cx[:, 0] > 0)
         in_chart = (((cx[:, 0].abs() - ex) / 0.2) ** 2 + ((cx[:, 1] - ey) / 0.14) ** 2) < 1.0
         eye = in_chart & (r2 < 1.0)
         pup = in_chart & (r2 < 0.3)
@@ -805,6 +850,45 @@ def _paint_animal(
 
 
 # ------------------------------------------------------------------------------------ rendering
+def _light_table(objects: torch.Tensor) -> torch.Tensor:
+    """(9, O) per-object lighting rows: light direction (3), unit half vector (3) between the light
+    and the view direction, ambient, diffuse and specular strengths (from ``objects`` (O, 11))."""
+    light = objects[:, 0:3]
+    half = light + torch.tensor([0.0, 0.0, -1.0])
+    half = half * torch.rsqrt((half * half).sum(1, keepdim=True).clamp(min=1e-12))
+    return torch.cat([light, half, objects[:, 3:6]], 1).T.contiguous()
+
+
+def _shade(
+    normal: torch.Tensor,
+    albedo: torch.Tensor,
+    obj: torch.Tensor,
+    objects: torch.Tensor,
+    spec_scale: torch.Tensor | None,
+) -> torch.Tensor:
+    """Lambert plus Blinn-Phong colour (3, P) of fragments, clamped to [0, 1].
+
+    Args:
+        normal: (3, P) interpolated (unnormalised) normals; double-sided surfaces face the camera.
+        albedo: (P, 3). obj: (P,) object ids. objects: (O, 11) ``render_soup`` object table.
+        spec_scale: (P,) specular multiplier (hair, pupils), or None for 1.
+    """
+    tab = _light_table(objects)
+    row = [tab[k].index_select(0, obj) for k in range(9)]
+    n0, n1, n2 = normal
+    # 1 / |n|, negated for normals pointing away from the camera (double-sided surfaces)
+    inv = torch.rsqrt((n0 * n0 + n1 * n1 + n2 * n2).clamp_(min=1e-12))
+    inv = torch.where(n2 > 0, -inv, inv)
+    ndl = (n0 * row[0]).addcmul_(n1, row[1]).addcmul_(n2, row[2]).mul_(inv)
+    ndh = (n0 * row[3]).addcmul_(n1, row[4]).addcmul_(n2, row[5]).mul_(inv)
+    diffuse = ndl.add_(0.25).mul_(0.8).clamp_(min=0)
+    spec = ndh.clamp_(min=0).pow_(24).mul_(row[8])
+    if spec_scale is not None:
+        spec.mul_(spec_scale)
+    gain = diffuse.mul_(row[7]).add_(row[6])
+    return torch.addcmul(spec, albedo.T, gain).clamp_(0, 1)
+
+
 def render_soup(
     soup: Soup, image: torch.Tensor, objects: torch.Tensor, heads: PosedHeads | None
 ) -> tuple[Fragments, torch.Tensor]:
@@ -829,83 +913,109 @@ def render_soup(
     mat = soup.material.index_select(0, frag.tri)
     obj = soup.obj.index_select(0, frag.tri)
     obj_map.index_copy_(0, frag.pixel, obj)
-    ob = objects.index_select(0, obj)  # (P, 11)
-    # normal and albedo everywhere; chart, front, hair and texture only where they are used
-    base = frag.interpolate(soup.attr[:, :6], soup.tris, frag.tri, frag.bary)
-    n = base[:, 0:3]
-    n = n * torch.rsqrt((n * n).sum(1, keepdim=True).clamp(min=1e-12))
-    n = torch.where(n[:, 2:3] > 0, -n, n)  # double-sided surfaces face the camera
-    albedo = base[:, 3:6]
-    detail = (mat == MAT_HEAD) | (mat == MAT_HAIR) | (mat == MAT_SHAPE)
-    d_idx = _subset(detail)
-    extra = torch.zeros(frag.pixel.numel(), 5)
+    # normal and albedo everywhere; chart, front, hair and texture only on the "detail" fragments
+    attr = soup.attr.T.contiguous()  # (11, M) channel-major
+    corners = frag.corner_vertices(soup.tris)
+    base = frag.interpolate(attr[:6], corners)  # (6, P)
+    albedo = base[3:6].T.contiguous()
+    d_idx = _subset((mat == MAT_HEAD) | (mat == MAT_HAIR) | (mat == MAT_SHAPE))
+    spec_scale = None
     if d_idx.numel():
-        extra = extra.index_copy(
-            0,
-            d_idx,
-            frag.interpolate(
-                soup.attr[:, 6:], soup.tris, frag.tri.index_select(0, d_idx), frag.bary.index_select(0, d_idx)
-            ),
-        )
-    chart = extra[:, 0:2]
-    front = extra[:, 2]
-    hairw = extra[:, 3].clamp(0, 1)
-    texture = extra[:, 4]
-    pix = torch.stack(
-        [(frag.pixel % w).float() + 0.5, torch.div(frag.pixel, w, rounding_mode="floor").float() + 0.5], 1
-    )
-    pupil = torch.zeros(frag.pixel.numel(), dtype=torch.bool)
-    spec_scale = 1 - 0.6 * hairw
-    if heads is not None:
-        nh = heads.xy.shape[0]
-        is_head = obj < nh
-        tab = _head_table(heads)
-        idx = _subset((hairw > 0.02) & is_head)
-        if idx.numel():
-            o = obj.index_select(0, idx)
-            cx = chart.index_select(0, idx)
-            t = tab.index_select(0, o)
-            strands = 0.88 + 0.12 * torch.sin(
-                70.0 * cx[:, 0] + 5.0 * torch.sin(7.0 * cx[:, 1]) + t[:, _T_PHASE]
-            )
-            hair_col = t[:, _T_HAIR : _T_HAIR + 3] * strands[:, None]
-            albedo = albedo.index_copy(
-                0, idx, torch.lerp(albedo.index_select(0, idx), hair_col, hairw.index_select(0, idx)[:, None])
-            )
-        feat = (mat == MAT_HEAD) & is_head & (front > 0.05)
-        feat &= heads.features.index_select(0, obj.clamp(max=nh - 1))
-        idx = _subset(feat)
-        if idx.numel():
-            args = (
-                chart.index_select(0, idx),
-                pix.index_select(0, idx),
-                tab.index_select(0, obj.index_select(0, idx)),
-                albedo.index_select(0, idx),
-            )
-            if heads.model.species == "human":
-                col, pup = _paint_human(*args, hairw.index_select(0, idx))
-            else:
-                col, pup = _paint_animal(
-                    *args, torch.as_tensor(heads.model.template.landmarks, dtype=torch.float32)
-                )
-            albedo = albedo.index_copy(0, idx, col)
-            pupil = pupil.index_copy(0, idx, pup)
-    idx = _subset((mat == MAT_SHAPE) & (texture > 0.35))
-    if idx.numel():
-        tex = texture.index_select(0, idx)
-        c2 = ob.index_select(0, idx)[:, 6:9]
-        p = pix.index_select(0, idx) - ob.index_select(0, idx)[:, 9:11]
-        stripes = (0.5 + 0.5 * torch.sin(p[:, 0] * (0.15 + tex) * 3.0 + p[:, 1] * (0.7 - tex) * 2.0))[:, None]
-        albedo = albedo.index_copy(0, idx, torch.lerp(albedo.index_select(0, idx), c2, stripes))
-    light = ob[:, 0:3]
-    ndl = (n * light).sum(1)
-    diffuse = ((ndl + 0.25) * 0.8).clamp(min=0)
-    half = light + torch.tensor([0.0, 0.0, -1.0])
-    ndh = (n * half).sum(1) * torch.rsqrt((half * half).sum(1).clamp(min=1e-12))
-    spec = ndh.clamp(min=0) ** 24 * (ob[:, 5] * spec_scale * (~pupil).float())
-    colour = torch.addcmul(spec[:, None], albedo, (ob[:, 3] + ob[:, 4] * diffuse)[:, None])
-    image.view(3, -1).index_copy_(1, frag.pixel, colour.clamp(0, 1).T)
+        extra = frag.interpolate(attr[6:], corners, d_idx)  # (5, D), subset D of the fragments
+        d_mat, d_obj = mat.index_select(0, d_idx), obj.index_select(0, d_idx)
+        hairw = extra[3].clamp(0, 1)
+        pupil = torch.zeros(d_idx.numel(), dtype=torch.bool)
+        if heads is not None:
+            albedo, pupil = _paint_heads(heads, frag, albedo, d_idx, d_mat, d_obj, extra, hairw)
+        _paint_stripes(frag, albedo, d_idx, d_mat, d_obj, extra[4], objects)
+        spec_d = (1 - 0.6 * hairw) * (~pupil).float()
+        spec_scale = torch.ones(frag.pixel.numel()).index_copy_(0, d_idx, spec_d)
+    colour = _shade(base[0:3], albedo, obj, objects, spec_scale)
+    image.view(3, -1).index_copy_(1, frag.pixel, colour)
     return frag, obj_map
+
+
+def _paint_heads(
+    heads: PosedHeads,
+    frag: Fragments,
+    albedo: torch.Tensor,
+    d_idx: torch.Tensor,
+    d_mat: torch.Tensor,
+    d_obj: torch.Tensor,
+    extra: torch.Tensor,
+    hairw: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hair strands and facial features on the detail fragments ``d_idx`` (D,) of heads.
+
+    Args:
+        albedo: (P, 3) of every fragment. d_mat, d_obj: (D,) material and object of the subset.
+        extra: (5, D) chart (2), front, hair, texture. hairw: (D,) hair weight in [0, 1].
+
+    Returns:
+        The new albedo (P, 3) and the pupil mask (D,) of the subset.
+    """
+    pupil = torch.zeros(d_idx.numel(), dtype=torch.bool)
+    chart = extra[0:2].T.contiguous()
+    nh = heads.xy.shape[0]
+    is_head = d_obj < nh
+    tab = _head_table(heads)
+    idx = _subset((hairw > 0.02) & is_head)
+    if idx.numel():
+        cx = chart.index_select(0, idx)
+        # only the hair colour (3) and strand phase of each head's table row
+        t = torch.cat([tab[:, _T_HAIR : _T_HAIR + 3], tab[:, _T_PHASE:]], 1).index_select(
+            0, d_obj.index_select(0, idx)
+        )
+        strands = 0.88 + 0.12 * torch.sin(70.0 * cx[:, 0] + 5.0 * torch.sin(7.0 * cx[:, 1]) + t[:, 3])
+        hair_col = t[:, 0:3] * strands[:, None]
+        p_idx = d_idx.index_select(0, idx)
+        albedo = albedo.index_copy(
+            0, p_idx, torch.lerp(albedo.index_select(0, p_idx), hair_col, hairw.index_select(0, idx)[:, None])
+        )
+    feat = (d_mat == MAT_HEAD) & is_head & (extra[2] > 0.05)
+    feat &= heads.features.index_select(0, d_obj.clamp(max=nh - 1))
+    idx = _subset(feat)
+    if idx.numel():
+        p_idx = d_idx.index_select(0, idx)
+        surf = _Surface(
+            chart.index_select(0, idx),
+            frag.pixel.index_select(0, p_idx),
+            d_obj.index_select(0, idx),
+            tab,
+            frag.width,
+        )
+        if heads.model.species == "human":
+            col, pup = _paint_human(surf, albedo.index_select(0, p_idx), hairw.index_select(0, idx))
+        else:
+            col, pup = _paint_animal(
+                surf,
+                albedo.index_select(0, p_idx),
+                torch.as_tensor(heads.model.template.landmarks, dtype=torch.float32),
+            )
+        albedo = albedo.index_copy(0, p_idx, col)
+        pupil = pupil.index_copy(0, idx, pup)
+    return albedo, pupil
+
+
+def _paint_stripes(
+    frag: Fragments,
+    albedo: torch.Tensor,
+    d_idx: torch.Tensor,
+    d_mat: torch.Tensor,
+    d_obj: torch.Tensor,
+    texture: torch.Tensor,
+    objects: torch.Tensor,
+) -> None:
+    """Stripes (in tile coordinates) on textured shapes among the detail fragments (in place on albedo)."""
+    idx = _subset((d_mat == MAT_SHAPE) & (texture > 0.35))
+    if idx.numel() == 0:
+        return
+    p_idx = d_idx.index_select(0, idx)
+    tex = texture.index_select(0, idx)
+    ob = objects.index_select(0, d_obj.index_select(0, idx))
+    p = _pixel_centres(frag.pixel.index_select(0, p_idx), frag.width) - ob[:, 9:11]
+    stripes = (0.5 + 0.5 * torch.sin(p[:, 0] * (0.15 + tex) * 3.0 + p[:, 1] * (0.7 - tex) * 2.0))[:, None]
+    albedo.index_copy_(0, p_idx, torch.lerp(albedo.index_select(0, p_idx), ob[:, 6:9], stripes))
 
 
 def point_visibility(
