@@ -1,6 +1,6 @@
-"""Render a picture of the synthetic world: docs/synth_samples.png.
+"""Render a picture of the synthetic world: docs/synth_samples.jpg.
 
-    python scripts/make_synth_grid.py [--out docs/synth_samples.png] [--seed 0]
+    python scripts/make_synth_grid.py [--out docs/synth_samples.jpg] [--seed 0]
 
 Rows: face crops of the source, target and clean domains (iBUG-68: green visible, red hidden;
 yellow face box), horse and sheep crops (ANIMAL5 keypoints), and detection scenes (boxes green =
@@ -57,7 +57,7 @@ def _scene(ax: plt.Axes, s: dict[str, torch.Tensor]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "synth_samples.png")
+        "--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "synth_samples.jpg")
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
