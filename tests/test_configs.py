@@ -41,6 +41,7 @@ def tiny_overrides(config: Path, tmp_path: Path) -> list[str]:
         "--data.init_args.batch_size=2",
         "--data.init_args.val_batch_size=2",
         "--data.init_args.num_workers=0",
+        "--data.init_args.synth_cache=false",
         *TINY[family],
     ]
 
