@@ -30,7 +30,8 @@ def log_images(trainer: pl.Trainer, key: str, images: list[np.ndarray], captions
         kind = type(logger).__name__
         if kind == "WandbLogger":
             if images:
-                logger.log_image(key=key, images=list(images), step=step, caption=captions)
+                extra = {"caption": list(captions)} if captions else {}
+                logger.log_image(key=key, images=list(images), step=step, **extra)
         elif kind == "TensorBoardLogger":
             for i, img in enumerate(images):
                 logger.experiment.add_image(f"{key}/{i}", img, step, dataformats="HWC")

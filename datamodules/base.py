@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["AugmentMode", "FaceDataModule", "TransformDataset"]
+__all__ = ["AugmentMode", "CachedDataset", "CropDataModule", "FaceDataModule", "TransformDataset"]
 
 log = logging.getLogger(__name__)
 
@@ -201,27 +201,19 @@ class CropDataModule(FaceDataModule):
     the device.
 
     Args:
-        data_dir, batch_size, num_workers, augment, seed, val_batch_size, pin_memory: see FaceDataModule.
         scheme: landmark scheme name (``facelit.geometry.schemes``).
         image_size: crop side in pixels.
         synth_train_size / synth_val_size: synthetic crops per split.
         synth_domain: synthetic domain name (``facelit.synth.DOMAINS``).
         num_identities: synthetic identities.
         flip_p, rotation, scales, translation: augmentation ranges (degrees, factors, fraction of size).
+        **kwargs: FaceDataModule arguments (data_dir, batch_size, num_workers, augment, seed, ...).
     """
 
     def __init__(
         self,
-        data_dir: str | None = None,
         scheme: str = "ibug68",
         image_size: int = 256,
-        batch_size: int = 32,
-        num_workers: int = 2,
-        augment: AugmentMode = "cpu",
-        seed: int = 0,
-        val_batch_size: int | None = None,
-        pin_memory: bool = False,
-        synth_cache: bool = False,
         synth_train_size: int = 20000,
         synth_val_size: int = 500,
         synth_domain: str = "source",
@@ -230,8 +222,9 @@ class CropDataModule(FaceDataModule):
         rotation: float = 30.0,
         scales: tuple[float, float] = (0.75, 1.25),
         translation: float = 0.1,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(data_dir, batch_size, num_workers, augment, seed, val_batch_size, pin_memory, synth_cache)
+        super().__init__(**kwargs)
         from facelit.batch import collate_crops
         from facelit.geometry.schemes import get_scheme
 

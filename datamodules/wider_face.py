@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from datamodules.base import AugmentMode, FaceDataModule, TransformDataset
+from datamodules.base import FaceDataModule, TransformDataset
 from facelit.batch import collate_detections
 
 __all__ = ["WiderFaceDataModule", "letterbox"]
@@ -69,9 +69,7 @@ class WiderFaceDataModule(FaceDataModule):
     """WIDER FACE (official layout) or synthetic scenes for face detection.
 
     Args:
-        data_dir: WIDER FACE root (layout above); ``None`` for synthetic scenes.
         image_size: training/validation square size (the paper trains at 640).
-        batch_size, num_workers, augment, seed, val_batch_size, pin_memory, synth_cache: see FaceDataModule.
         mesh: serve projected mesh ground truth (synthetic only; WIDER has none).
         synth_train_size: synthetic training scenes (each index renders a new scene).
         synth_val_size: synthetic validation scenes (a fixed set, seed + 1).
@@ -81,19 +79,13 @@ class WiderFaceDataModule(FaceDataModule):
         predict_images: a folder of images for ``predict`` (original sizes, one image per batch);
             without it ``predict`` runs on WIDER val at original scale (real data) or on the
             synthetic validation scenes.
+        **kwargs: FaceDataModule arguments (data_dir: WIDER FACE root in the layout above or None for
+            synthetic scenes; batch_size, num_workers, augment, seed, val_batch_size, synth_cache, ...).
     """
 
     def __init__(
         self,
-        data_dir: str | None = None,
         image_size: int = 640,
-        batch_size: int = 8,
-        num_workers: int = 2,
-        augment: AugmentMode = "cpu",
-        seed: int = 0,
-        val_batch_size: int | None = None,
-        pin_memory: bool = False,
-        synth_cache: bool = False,
         mesh: bool = False,
         synth_train_size: int = 4000,
         synth_val_size: int = 200,
@@ -101,8 +93,9 @@ class WiderFaceDataModule(FaceDataModule):
         synth_render_size: int | None = None,
         crop_scales: tuple[float, float] = (0.3, 1.0),
         predict_images: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(data_dir, batch_size, num_workers, augment, seed, val_batch_size, pin_memory, synth_cache)
+        super().__init__(**kwargs)
         if image_size < 32 or image_size % 32:
             raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}")
         self.image_size = image_size

@@ -502,6 +502,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, parts: list, result_file:
 
 
 @pytest.mark.ddp
+@pytest.mark.slow
 def test_metric_real_ddp_gather(val_subset: WiderGroundTruth, tmp_path: Path) -> None:
     """Two gloo processes holding unequal shares of the images agree with one evaluation of all."""
     preds = jittered_predictions(val_subset, 9, false_positives=(5, 30))
@@ -509,12 +510,14 @@ def test_metric_real_ddp_gather(val_subset: WiderGroundTruth, tmp_path: Path) ->
     cut = len(p) // 3
     parts = [(p[:cut], t[:cut]), (p[cut:], t[cut:])]
     result_file = tmp_path / "result.json"
-    torch.multiprocessing.start_processes(  # fork: the children inherit the imports (CPU only)
+    # spawn, not fork: forking a process whose OpenMP/gloo threads are already running (as in the
+    # full suite) deadlocks the children.
+    torch.multiprocessing.start_processes(
         _ddp_worker,
         args=(2, str(tmp_path / "init"), parts, str(result_file)),
         nprocs=2,
         join=True,
-        start_method="fork",
+        start_method="spawn",
     )
     got = json.loads(result_file.read_text())
     expected = evaluate(_float32_roundtrip(preds), val_subset)
