@@ -9,6 +9,7 @@ import shlex
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -177,10 +178,17 @@ def test_wandb_offline_logs_config_scalars_and_images(tmp_path: Path, monkeypatc
     wandb.finish()
     runs = list((tmp_path / "logs" / "wandb").glob("offline-run-*-facelit-test-run"))
     assert len(runs) == 1, list((tmp_path / "logs").rglob("*"))[:20]
-    record = (runs[0] / "run-facelit-test-run.wandb").read_bytes()  # what `wandb sync` uploads later
-    for expected in (b"lightning_modules.retinaface.RetinaFaceModule", b"val/ap_easy", b"train/loss",
-                     b"val/predictions"):  # config, scalars and the overlay images
-        assert expected in record, expected
+    # What `wandb sync` uploads later; W&B's service process writes it asynchronously: wait for it.
+    expected = (b"lightning_modules.retinaface.RetinaFaceModule", b"val/ap_easy", b"train/loss", b"val/predictions")
+    record_path = runs[0] / "run-facelit-test-run.wandb"
+    deadline = time.monotonic() + 60
+    while True:
+        record = record_path.read_bytes() if record_path.exists() else b""
+        missing = [e for e in expected if e not in record]  # config, scalars and the overlay images
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert not missing, missing
     assert list((runs[0] / "files" / "media" / "images" / "val").glob("predictions_*.png"))
 
 
