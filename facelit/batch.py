@@ -41,6 +41,7 @@ import torch
 __all__ = [
     "CROP_KEYS",
     "DETECTION_KEYS",
+    "PER_FACE_KEYS",
     "pad_stack",
     "collate_crops",
     "collate_detections",
@@ -61,7 +62,7 @@ DETECTION_KEYS = (
 )
 
 # Per-face keys of a detection sample: value shape (N, ...) where N = faces in that image.
-_PER_FACE_KEYS = DETECTION_KEYS[1:]
+PER_FACE_KEYS = DETECTION_KEYS[1:]
 
 
 def pad_stack(tensors: Sequence[torch.Tensor], length: int | None = None) -> torch.Tensor:
@@ -102,7 +103,7 @@ def collate_detections(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         batch["meta"] = [s.get("meta", {}) for s in samples]
         return batch
     m = max(1, max(s["boxes"].shape[0] for s in samples))
-    for key in _PER_FACE_KEYS:
+    for key in PER_FACE_KEYS:
         if key == "valid":
             values = [s.get("valid", torch.ones(s["boxes"].shape[0], dtype=torch.bool)) for s in samples]
         elif key in samples[0]:

@@ -50,6 +50,7 @@ from facelit.augment.geometry import (
     warp_image,
 )
 from facelit.augment.photometric import PhotometricDistort
+from facelit.batch import PER_FACE_KEYS
 from facelit.geometry.schemes import FIVE_POINT
 
 __all__ = [
@@ -61,17 +62,7 @@ __all__ = [
     "BatchedDetectionAugment",
 ]
 
-_FACE_KEYS = (
-    "boxes",
-    "valid",
-    "landmarks",
-    "landmarks_valid",
-    "landmarks_visible",
-    "mesh",
-    "mesh_valid",
-    "ignore",
-    "difficulty",
-)
+_FACE_KEYS = PER_FACE_KEYS
 _FACE_MASK_KEYS = ("landmarks_valid", "mesh_valid", "ignore")
 
 
