@@ -40,6 +40,7 @@ import torch
 from torch.utils.data import Dataset
 
 from facelit.geometry.schemes import FIVE_POINT
+from facelit.parsing import check_number_tokens
 
 __all__ = [
     "ATTRIBUTE_NAMES",
@@ -167,13 +168,7 @@ def _parse_block(path: Path, numbered: list[tuple[int, str]], allowed: tuple[int
             raise ValueError(
                 f"{where}: {len(tokens)} numbers where the previous lines have {width}: {text.strip()!r}"
             )
-        for tok in tokens:
-            try:
-                value = float(tok)
-            except ValueError:
-                raise ValueError(f"{where}: not a number: {tok!r}") from None
-            if not np.isfinite(value):
-                raise ValueError(f"{where}: non-finite value {tok!r}")
+        check_number_tokens(tokens, where)
     raise AssertionError("unreachable: the fast parse failed on valid lines")  # pragma: no cover
 
 

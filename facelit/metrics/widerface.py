@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -59,6 +58,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from facelit.parsing import check_number_tokens
 
 __all__ = [
     "SETTINGS",
@@ -256,13 +257,7 @@ def _parse_rows(path: Path, numbered: list[tuple[int, str]]) -> np.ndarray:
         where = f"{path}, line {line_no}"
         if len(tokens) != 5:
             raise ValueError(f"{where}: expected 5 values 'x y w h score', got {ln.strip()!r}")
-        for tok in tokens:
-            try:
-                value = float(tok)
-            except ValueError:
-                raise ValueError(f"{where}: not a number: {tok!r}") from None
-            if not math.isfinite(value):
-                raise ValueError(f"{where}: non-finite value {tok!r}")
+        check_number_tokens(tokens, where)
     raise AssertionError("unreachable: the fast parse failed on valid lines")  # pragma: no cover
 
 
