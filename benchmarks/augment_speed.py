@@ -50,7 +50,7 @@ def crop_sample(g: torch.Generator, size: int) -> dict[str, Any]:
     return {
         "image": torch.rand(3, size, size, generator=g),
         "landmarks": size * (0.2 + 0.6 * torch.rand(68, 2, generator=g)),
-        "visible": torch.ones(68, dtype=torch.bool),
+        "landmarks_visible": torch.ones(68, dtype=torch.bool),
         "pose": 30 * torch.randn(3, generator=g),
     }
 

@@ -92,7 +92,7 @@ def _landmarks(args: argparse.Namespace):
         images = module.prepare_images(batch["image"])
         pred, t_fwd = _timed(lambda: module.net(images), device)
         size = images.shape[-1]
-        loss, t_loss = _timed(lambda: module.criterion(pred.float(), batch["landmarks"] / size, batch["visible"]),
+        loss, t_loss = _timed(lambda: module.criterion(pred.float(), batch["landmarks"] / size, batch["landmarks_visible"]),
                               device)
         return loss, t_fwd, t_loss
 

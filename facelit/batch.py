@@ -6,13 +6,14 @@ float32 RGB in [0, 1]; points (x, y) in pixels of the image tensor with the pixe
 (pixel i covers [i, i + 1)); boxes xyxy in the same frame; angles in degrees ordered
 (yaw, pitch, roll); masks are bool tensors, never -1 sentinels.
 
-Face-crop batch (landmarks, head pose, identity, keypoint transfer)::
+Face-crop batch (landmarks, head pose, identity, keypoint transfer); the keys it shares with the
+detection batch mean the same thing (a crop holds one face, so no M dimension)::
 
     image      (B, 3, H, W) float32
     landmarks  (B, K, 2)    float32   K = scheme.num_points
-    visible    (B, K)       bool      point is visible / annotated
+    landmarks_visible  (B, K)  bool    point is visible / annotated
     pose       (B, 3)       float32   yaw, pitch, roll in degrees
-    box        (B, 4)       float32   face box xyxy
+    boxes      (B, 4)       float32   the face box xyxy (one face per crop)
     identity   (B,)         int64     -1 where unknown is NOT used: datasets without identities omit the key
     meta       list[dict]             optional: file names etc. (not collated into tensors)
 
@@ -47,7 +48,7 @@ __all__ = [
     "collate_detections",
 ]
 
-CROP_KEYS = ("image", "landmarks", "visible", "pose", "box", "identity")
+CROP_KEYS = ("image", "landmarks", "landmarks_visible", "pose", "boxes", "identity")
 DETECTION_KEYS = (
     "image",
     "boxes",

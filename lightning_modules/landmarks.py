@@ -101,13 +101,13 @@ class LandmarkModule(FaceModule):
         size = images.shape[-1]
         pred_norm = self.net(self.prepare_images(images))
         target_norm = batch["landmarks"] / size
-        visible = batch["visible"]
+        visible = batch["landmarks_visible"]
         loss = self.criterion(pred_norm.float(), target_norm.float(), visible)
         out = {"loss": loss}
         if stage in ("val", "test"):
             metric = self.val_metrics if stage == "val" else self.test_metrics
             yaw = batch["pose"][:, 0] if self.yaw_bins and "pose" in batch else None
-            box = batch.get("box") if self.normaliser == "box" else None
+            box = batch.get("boxes") if self.normaliser == "box" else None
             metric.update(pred_norm.detach().float() * size, batch["landmarks"].float(), visible, box=box, yaw=yaw)
         return out
 

@@ -34,10 +34,10 @@ def _show(ax: plt.Axes, image: torch.Tensor) -> None:
 
 def _crop(ax: plt.Axes, s: dict[str, torch.Tensor], title: str) -> None:
     _show(ax, s["image"])
-    lm, vis = s["landmarks"], s["visible"]
+    lm, vis = s["landmarks"], s["landmarks_visible"]
     ax.scatter(lm[vis, 0], lm[vis, 1], s=4, c="lime", linewidths=0)
     ax.scatter(lm[~vis, 0], lm[~vis, 1], s=4, c="red", linewidths=0)
-    x0, y0, x1, y1 = s["box"].tolist()
+    x0, y0, x1, y1 = s["boxes"].tolist()
     ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="yellow", lw=0.6))
     yaw, pitch, roll = s["pose"].tolist()
     ax.set_title(f"{title} y{yaw:+.0f} p{pitch:+.0f} r{roll:+.0f}", fontsize=6)

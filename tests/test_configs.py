@@ -19,15 +19,35 @@ REPO = Path(__file__).resolve().parents[1]
 PAPER_CONFIGS = sorted(
     p for p in (REPO / "configs").rglob("*.yaml") if p.parent.name not in ("logger", "sweeps")
 )
-TINY = {
-    "retinaface": ["--data.init_args.image_size=64", "--data.init_args.synth_max_faces=3"],
-    "landmarks": ["--data.init_args.image_size=64"],
+# Per datamodule (its module under datamodules/): the overrides that make its configs tiny. A new
+# datamodule adds one entry here; its configs are then run by the two tests below.
+# FACE_DATA fits every subclass of datamodules.base.FaceDataModule.
+FACE_DATA = [
+    "--data.init_args.batch_size=2",
+    "--data.init_args.val_batch_size=2",
+    "--data.init_args.num_workers=0",
+    "--data.init_args.synth_cache=false",
+]
+TINY: dict[str, list[str]] = {
+    "wider_face": [*FACE_DATA, "--data.init_args.image_size=64", "--data.init_args.synth_max_faces=3"],
+    "w300lp": [*FACE_DATA, "--data.init_args.image_size=64"],
+    "aflw": [*FACE_DATA, "--data.init_args.image_size=64"],
 }
 
 
+def datamodule_key(config: Path) -> str:
+    """The module name (under ``datamodules/``) of the datamodule a config names."""
+    class_path = yaml.safe_load(config.read_text())["data"]["class_path"]
+    parts = class_path.split(".")
+    if len(parts) < 3 or parts[0] != "datamodules":
+        raise ValueError(f"{config}: data.class_path {class_path!r} is not a datamodules.<module>.<Class>")
+    return parts[1]
+
+
 def tiny_overrides(config: Path, tmp_path: Path) -> list[str]:
-    data = yaml.safe_load(config.read_text())
-    family = "retinaface" if "wider" in data["data"]["class_path"].lower() else "landmarks"
+    key = datamodule_key(config)
+    if key not in TINY:
+        raise KeyError(f"{config}: add the tiny overrides of datamodules.{key} to TINY in {__file__}")
     return [
         "--trainer.fast_dev_run=1",
         "--trainer.accelerator=cpu",
@@ -38,11 +58,7 @@ def tiny_overrides(config: Path, tmp_path: Path) -> list[str]:
         f"--trainer.default_root_dir={tmp_path}",
         f"--trainer.logger.init_args.save_dir={tmp_path}",
         "--data.init_args.data_dir=null",
-        "--data.init_args.batch_size=2",
-        "--data.init_args.val_batch_size=2",
-        "--data.init_args.num_workers=0",
-        "--data.init_args.synth_cache=false",
-        *TINY[family],
+        *TINY[key],
     ]
 
 

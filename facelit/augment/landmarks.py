@@ -8,8 +8,8 @@ the points (:func:`facelit.augment.geometry.transform_points`):
 with ``c_in``/``c_out`` the input/output image centres, ``F`` the horizontal flip ``x' = W - x``
 (identity when not flipped), ``angle ~ U[-rotation, rotation]`` degrees, ``scale ~ U[scales]``,
 ``shift ~ U[-translation, translation] * (W_out, H_out)``. After a flip the point order is
-permuted with the scheme's ``flip_perm`` (kornia does not do this), ``visible`` alike; points that
-leave the output image become not visible when ``hide_outside`` is set. The face ``box`` becomes the
+permuted with the scheme's ``flip_perm`` (kornia does not do this), ``landmarks_visible`` alike; points that
+leave the output image become not visible when ``hide_outside`` is set. The face box ``boxes`` becomes the
 axis-aligned box enclosing its transformed corners (not clipped). The per-sample CPU callable
 (:class:`LandmarkAugment`) is the batched module (:class:`BatchedLandmarkAugment`) run on a batch
 of one, so both paths are the same code.
@@ -62,7 +62,7 @@ __all__ = [
     "LandmarkAugment",
 ]
 
-_CROP_TENSOR_KEYS = ("image", "landmarks", "visible", "pose", "box")
+_CROP_TENSOR_KEYS = ("image", "landmarks", "landmarks_visible", "pose", "boxes")
 
 
 @dataclass
@@ -140,15 +140,15 @@ def apply_landmark_augment(
     """Apply one affine per sample to a face-crop batch (geometry only).
 
     Args:
-        batch: ``image`` (B, C, H, W), ``landmarks`` (B, K, 2), optional ``visible`` (B, K) bool,
+        batch: ``image`` (B, C, H, W), ``landmarks`` (B, K, 2), optional ``landmarks_visible`` (B, K) bool,
             ``pose`` (B, 3), ``box`` (B, 4); other keys are copied.
         params: per-sample parameters.
         flip_perm: (K,) the scheme's flip permutation.
         out_size: (height, width) of the output.
 
     Returns:
-        a new batch with the warped ``image`` (B, C, h, w), moved ``landmarks``/``visible``/
-        ``box``/``pose`` and the extra keys ``affine`` (B, 3, 3) and ``flipped`` (B,).
+        a new batch with the warped ``image`` (B, C, h, w), moved ``landmarks``/``landmarks_visible``/
+        ``boxes``/``pose`` and the extra keys ``affine`` (B, 3, 3) and ``flipped`` (B,).
     """
     image = batch["image"]
     _, _, h, w = image.shape
@@ -159,16 +159,16 @@ def apply_landmark_augment(
     perm = flip_perm.to(image.device)
     points = transform_points(matrix, batch["landmarks"])
     out["landmarks"] = torch.where(flipped[:, None, None], points[:, perm], points)
-    visible = batch.get("visible")
+    visible = batch.get("landmarks_visible")
     if visible is not None:
         visible = torch.where(flipped[:, None], visible[:, perm], visible)
     if hide_outside:
         inside = points_inside(out["landmarks"], out_size[0], out_size[1])
         visible = inside if visible is None else visible & inside
     if visible is not None:
-        out["visible"] = visible
-    if "box" in batch:
-        out["box"] = transform_boxes(matrix, batch["box"])
+        out["landmarks_visible"] = visible
+    if "boxes" in batch:
+        out["boxes"] = transform_boxes(matrix, batch["boxes"])
     if "pose" in batch:
         out["pose"] = augment_pose(batch["pose"], params.angle, flipped)
     out["affine"] = matrix
@@ -254,11 +254,11 @@ class BatchedLandmarkAugment(nn.Module):
                 f"'landmarks' must be ({b}, {k}, 2) for scheme {self.scheme.name!r}, "
                 f"got {getattr(points, 'shape', points)!r}"
             )
-        for key, shape in (("visible", (b, k)), ("pose", (b, 3)), ("box", (b, 4))):
+        for key, shape in (("landmarks_visible", (b, k)), ("pose", (b, 3)), ("boxes", (b, 4))):
             if key in batch and tuple(batch[key].shape) != shape:
                 raise ValueError(f"{key!r} must have shape {shape}, got {tuple(batch[key].shape)}")
-        if "visible" in batch and batch["visible"].dtype != torch.bool:
-            raise ValueError(f"'visible' must be bool, got {batch['visible'].dtype}")
+        if "landmarks_visible" in batch and batch["landmarks_visible"].dtype != torch.bool:
+            raise ValueError(f"'landmarks_visible' must be bool, got {batch['landmarks_visible'].dtype}")
 
     def forward(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Any]:
         self._check(batch)
@@ -275,7 +275,7 @@ class LandmarkAugment(BatchedLandmarkAugment):
     """Per-sample version for DataLoader workers: the batched module on a batch of one.
 
     Call it on one face-crop sample (``image`` (C, H, W), ``landmarks`` (K, 2), optional
-    ``visible`` (K,), ``pose`` (3,), ``box`` (4,)); returns the augmented sample with
+    ``landmarks_visible`` (K,), ``pose`` (3,), ``boxes`` (4,)); returns the augmented sample with
     ``affine`` (3, 3) and ``flipped`` () added. Same arguments as :class:`BatchedLandmarkAugment`.
     """
 
@@ -290,5 +290,5 @@ class LandmarkAugment(BatchedLandmarkAugment):
             for k, v in sample.items()
         }
         out = super().forward(batch, generator)
-        squeeze = set(_CROP_TENSOR_KEYS) | {"affine", "flipped", "visible"}
+        squeeze = set(_CROP_TENSOR_KEYS) | {"affine", "flipped"}
         return {k: (v[0] if k in squeeze and isinstance(v, torch.Tensor) else v) for k, v in out.items()}

@@ -248,8 +248,8 @@ def make_crop_sample(
     return {
         "image": crop.clamp_(0.0, 1.0),
         "landmarks": apply_affine(points, affine),
-        "visible": visible,
+        "landmarks_visible": visible,
         "pose": torch.zeros(3) if pose is None else pose.to(torch.float32),
-        "box": corners,
+        "boxes": corners,
         "meta": info,
     }

@@ -442,9 +442,9 @@ def render_crops(
         sample = {
             "image": images[i].contiguous(),
             "landmarks": xy_k[i],
-            "visible": visible[i],
+            "landmarks_visible": visible[i],
             "pose": ypr[i],
-            "box": box[i],
+            "boxes": box[i],
             "identity": identity[i],
         }
         if mesh_labels is not None:

@@ -29,9 +29,9 @@ def _crop(seed: int, scheme: LandmarkScheme, dots: bool = True) -> dict[str, Any
     return {
         "image": image,
         "landmarks": points,
-        "visible": torch.rand(k, generator=g) > 0.2,
+        "landmarks_visible": torch.rand(k, generator=g) > 0.2,
         "pose": torch.tensor([60.0, 40.0, 40.0]) * (2 * torch.rand(3, generator=g) - 1),
-        "box": torch.tensor([W * 0.2, H * 0.2, W * 0.8, H * 0.8]),
+        "boxes": torch.tensor([W * 0.2, H * 0.2, W * 0.8, H * 0.8]),
         "identity": torch.tensor(seed),
     }
 
@@ -67,8 +67,8 @@ def test_points_follow_dots(path: str) -> None:
         err = (found - pts).norm(dim=-1)[inside]
         assert (err < 1.0).all(), err
         checked += int(inside.sum())
-        expected_visible = sample["visible"][order] & points_inside(pts, H, W)
-        assert torch.equal(out["visible"], expected_visible)
+        expected_visible = sample["landmarks_visible"][order] & points_inside(pts, H, W)
+        assert torch.equal(out["landmarks_visible"], expected_visible)
         assert int(out["identity"]) == int(sample["identity"])
     assert flips == {True, False}
     assert checked >= 60
@@ -94,10 +94,10 @@ def test_flip_mirrors_and_swaps_every_scheme(path: str, scheme: LandmarkScheme) 
     mirrored = sample["landmarks"].clone()
     mirrored[:, 0] = W - mirrored[:, 0]
     assert torch.allclose(out["landmarks"], mirrored[perm], atol=1e-4)
-    assert torch.equal(out["visible"], sample["visible"][perm])
+    assert torch.equal(out["landmarks_visible"], sample["landmarks_visible"][perm])
     assert torch.allclose(out["image"], sample["image"].flip(-1), atol=1e-4)
-    b = sample["box"]
-    assert torch.allclose(out["box"], torch.stack([W - b[2], b[1], W - b[0], b[3]]), atol=1e-4)
+    b = sample["boxes"]
+    assert torch.allclose(out["boxes"], torch.stack([W - b[2], b[1], W - b[0], b[3]]), atol=1e-4)
     y, p, r = sample["pose"].tolist()
     assert torch.allclose(out["pose"], torch.tensor([-y, p, -r]), atol=1e-3)
 
@@ -119,7 +119,7 @@ def test_identity_settings_change_nothing(path: str) -> None:
     assert torch.allclose(out["image"], sample["image"], atol=1e-4)
     assert torch.allclose(out["landmarks"], sample["landmarks"], atol=1e-4)
     assert torch.allclose(out["pose"], sample["pose"], atol=1e-3)
-    assert torch.equal(out["visible"], sample["visible"])
+    assert torch.equal(out["landmarks_visible"], sample["landmarks_visible"])
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -133,8 +133,8 @@ def test_points_leaving_the_image_become_invisible(path: str) -> None:
         order = list(IBUG68.flip_perm) if bool(a["flipped"]) else list(range(68))
         inside = points_inside(a["landmarks"], H, W)
         outside += int((~inside).sum())
-        assert torch.equal(a["visible"], sample["visible"][order] & inside)
-        assert torch.equal(b["visible"], sample["visible"][order])
+        assert torch.equal(a["landmarks_visible"], sample["landmarks_visible"][order] & inside)
+        assert torch.equal(b["landmarks_visible"], sample["landmarks_visible"][order])
         assert 0.0 <= a["image"].min() and a["image"].max() <= 1.0
     assert outside > 0
 
@@ -203,7 +203,7 @@ def test_output_size_and_bad_input() -> None:
     with pytest.raises(ValueError, match="landmarks"):
         aug(sample)
     with pytest.raises(ValueError, match="visible"):
-        LandmarkAugment(FIVE_POINT)({**sample, "visible": torch.ones(5)})
+        LandmarkAugment(FIVE_POINT)({**sample, "landmarks_visible": torch.ones(5)})
     with pytest.raises(KeyError, match="unknown landmark scheme"):
         LandmarkAugment("ibug69")
     with pytest.raises(ValueError, match="scales"):

@@ -150,12 +150,12 @@ def test_make_crop_sample_contract_and_collate():
     assert set(CROP_KEYS) - {"identity"} <= set(s)
     assert s["image"].shape == (3, 32, 32) and s["landmarks"].shape == (3, 2) and s["pose"].shape == (3,)
     assert (
-        s["visible"].dtype == torch.bool and s["meta"]["has_pose"] is False and s["meta"]["file"] == "x.jpg"
+        s["landmarks_visible"].dtype == torch.bool and s["meta"]["has_pose"] is False and s["meta"]["file"] == "x.jpg"
     )
     assert torch.equal(s["meta"]["orig_landmarks"], pts)
     # box = tight box of the visible points, mapped to the crop
     assert torch.allclose(
-        s["box"], torch.cat([s["landmarks"][:2].min(0).values, s["landmarks"][:2].max(0).values])
+        s["boxes"], torch.cat([s["landmarks"][:2].min(0).values, s["landmarks"][:2].max(0).values])
     )
     batch = collate_crops([s, s])
     assert batch["image"].shape == (2, 3, 32, 32) and len(batch["meta"]) == 2
@@ -222,7 +222,7 @@ def test_w300lp_reader_landmark_sources_pose_and_dots(tmp_path):
     assert torch.allclose(
         plain["pose"], torch.tensor([math.degrees(-0.5), math.degrees(0.1), math.degrees(0.2)])
     )
-    assert plain["meta"]["has_pose"] is True and plain["visible"].all()
+    assert plain["meta"]["has_pose"] is True and plain["landmarks_visible"].all()
     # flipped (mirror): point 36 of the flipped face is the mirror of point 45 of the original
     w = info["w"]
     orig = torch.tensor(info["pts"], dtype=torch.float32)
@@ -374,7 +374,7 @@ def test_aflw_sqlite_reader(tmp_path):
     assert ds.face_ids.tolist() == [10, 11, 12]
     s10, s11, s12 = ds[0], ds[1], ds[2]
     # name mapping: LeftEar / RightEar missing -> invisible; the rest at their scheme index
-    vis = s10["visible"]
+    vis = s10["landmarks_visible"]
     assert not vis[AFLW21.index("left_ear")] and not vis[AFLW21.index("right_ear")] and int(vis.sum()) == 19
     expected = torch.tensor(info["face10"], dtype=torch.float32)
     assert torch.allclose(s10["meta"]["orig_landmarks"][vis], expected[vis], atol=1e-4)
@@ -385,11 +385,11 @@ def test_aflw_sqlite_reader(tmp_path):
     assert_dots(s11, [3, 10], 64 / (24.0 * 1.5))
     # box = FaceRect in crop pixels
     rect = apply_affine(torch.tensor([[14.0, 18.0], [46.0, 51.0]]), s10["meta"]["affine"]).view(4)
-    assert torch.allclose(s10["box"], rect, atol=1e-4)
+    assert torch.allclose(s10["boxes"], rect, atol=1e-4)
     # face 12: no points, cropped around its rectangle, no pose
-    assert not s12["visible"].any() and s12["meta"]["has_pose"] is False and torch.all(s12["pose"] == 0)
+    assert not s12["landmarks_visible"].any() and s12["meta"]["has_pose"] is False and torch.all(s12["pose"] == 0)
     # rect (10, 12, 30, 36) -> crop box: side 24 * 1.5 = 36 around (20, 24), i.e. (2, 6, 38, 42)
-    assert torch.allclose(s12["box"], torch.tensor([8.0, 6.0, 28.0, 30.0]) * (64 / 36), atol=1e-4)
+    assert torch.allclose(s12["boxes"], torch.tensor([8.0, 6.0, 28.0, 30.0]) * (64 / 36), atol=1e-4)
 
 
 def test_aflw_sqlite_bad_input(tmp_path):
@@ -440,7 +440,7 @@ def test_aflw19_splits_boxes_and_dots(tmp_path):
     assert frontal.indices.tolist() == [ra[5]]
     s = test[0]
     i = int(ra[4])
-    assert s["meta"]["index"] == i and s["visible"].all() and not s["meta"]["mask_new"].all()
+    assert s["meta"]["index"] == i and s["landmarks_visible"].all() and not s["meta"]["mask_new"].all()
     assert torch.allclose(
         s["meta"]["orig_landmarks"], torch.tensor(info["pts"][i], dtype=torch.float32), atol=1e-4
     )
@@ -448,12 +448,12 @@ def test_aflw19_splits_boxes_and_dots(tmp_path):
     box_crop = apply_affine(
         torch.tensor([[x1, y1], [x2, y2]], dtype=torch.float32), s["meta"]["affine"]
     ).view(4)
-    assert torch.allclose(s["box"], box_crop, atol=1e-4)
+    assert torch.allclose(s["boxes"], box_crop, atol=1e-4)
     # the box fills the crop up to the margin: side = 1.25 * max(w, h)
-    assert math.isclose(float((s["box"][2:] - s["box"][:2]).max()), 64 / 1.25, rel_tol=1e-4)
+    assert math.isclose(float((s["boxes"][2:] - s["boxes"][:2]).max()), 64 / 1.25, rel_tol=1e-4)
     assert_dots(s, [0, 9, 15], 64 / (36.0 * 1.25))
     masked = AFLW19Dataset(tmp_path, "test", size=64, num_train=4, use_mask=True)[0]
-    assert torch.equal(masked["visible"], masked["meta"]["mask_new"])
+    assert torch.equal(masked["landmarks_visible"], masked["meta"]["mask_new"])
     with pytest.raises(ValueError, match="unknown AFLW-19 split"):
         AFLW19Dataset(tmp_path, "val")
 
@@ -535,10 +535,10 @@ def test_w300_dataset_crop_and_dots(tmp_path):
     )
     ds = W300Dataset(tmp_path, csv_path, size=64)
     s = ds[0]
-    assert s["visible"].all() and s["meta"]["has_pose"] is False
+    assert s["landmarks_visible"].all() and s["meta"]["has_pose"] is False
     assert_dots(s, DOTS68, 64 / (32.0 * 1.25))
     # HRNet crop: side = 200 * scale * 1.25 -> the 200 * scale box spans 64 / 1.25 crop pixels
-    assert torch.allclose(s["box"], torch.tensor([0.1, 0.1, 0.9, 0.9]) * 64, atol=1e-3)
+    assert torch.allclose(s["boxes"], torch.tensor([0.1, 0.1, 0.9, 0.9]) * 64, atol=1e-3)
     (tmp_path / "ibug" / "image_003_1.jpg").unlink()
     with pytest.raises(FileNotFoundError, match=r"ibug/image_003_1\.jpg"):
         ds[0]

@@ -151,16 +151,16 @@ def test_crop_contract(scheme: str, k: int) -> None:
         assert s["image"].shape == (3, 64, 64) and s["image"].dtype == torch.float32
         assert 0.0 <= float(s["image"].min()) and float(s["image"].max()) <= 1.0
         assert (
-            s["landmarks"].shape == (k, 2) and s["visible"].shape == (k,) and s["visible"].dtype == torch.bool
+            s["landmarks"].shape == (k, 2) and s["landmarks_visible"].shape == (k,) and s["landmarks_visible"].dtype == torch.bool
         )
-        assert s["pose"].shape == (3,) and s["box"].shape == (4,)
+        assert s["pose"].shape == (3,) and s["boxes"].shape == (4,)
         assert s["identity"].dtype == torch.int64 and 0 <= int(s["identity"]) < 7
         lm = s["landmarks"]
         assert bool(((lm >= 0) & (lm < 64)).all())
         body = [
             i for i in range(k) if not (scheme == "aflw21" and i in (12, 16))
         ]  # ears lie beyond the face box
-        inside = (lm[body] >= s["box"][:2] - 1e-4) & (lm[body] <= s["box"][2:] + 1e-4)
+        inside = (lm[body] >= s["boxes"][:2] - 1e-4) & (lm[body] <= s["boxes"][2:] + 1e-4)
         assert bool(inside.all())
         assert -90 <= float(s["pose"][0]) <= 90 and -35 <= float(s["pose"][1]) <= 35
     collate_crops(samples)
@@ -181,7 +181,7 @@ def test_pupils_sit_on_the_labelled_eye_centres() -> None:
     found = 0
     for s in render_crops(1, list(range(12)), 128, "clean", scheme="five_point"):
         for e in range(2):
-            if not s["visible"][e]:
+            if not s["landmarks_visible"][e]:
                 continue
             cx, cy = (int(v) for v in s["landmarks"][e])
             x0, y0 = max(cx - 8, 0), max(cy - 8, 0)
@@ -240,10 +240,10 @@ def test_pose_labels_match_the_rendered_mesh(human: HeadModel) -> None:
 def test_self_occlusion_and_occluders_hide_landmarks() -> None:
     near_frontal = replace(DOMAINS["clean"], name="frontal", yaw=(-10.0, 10.0))
     frontal = render_crops(5, list(range(8)), 64, near_frontal)
-    assert float(torch.stack([s["visible"] for s in frontal]).float().mean()) > 0.97
+    assert float(torch.stack([s["landmarks_visible"] for s in frontal]).float().mean()) > 0.97
     profile = replace(DOMAINS["clean"], name="profile", yaw=(75.0, 90.0))
     for s in render_crops(5, list(range(4)), 64, profile):
-        vis = s["visible"]
+        vis = s["landmarks_visible"]
         # positive yaw turns the face to the image left: its image-left side goes behind the head
         assert not bool(vis[0:6].any()) and not bool(vis[36:42].all())
         assert bool(vis[30]) and bool(vis[42:48].all()) and bool(vis[12:17].any())
@@ -251,8 +251,8 @@ def test_self_occlusion_and_occluders_hide_landmarks() -> None:
     fewer = 0
     for clear, occ in zip(frontal, render_crops(5, list(range(8)), 64, occluded), strict=True):
         assert torch.equal(clear["landmarks"], occ["landmarks"])
-        assert bool((occ["visible"] <= clear["visible"]).all())
-        fewer += int(occ["visible"].sum() < clear["visible"].sum())
+        assert bool((occ["landmarks_visible"] <= clear["landmarks_visible"]).all())
+        fewer += int(occ["landmarks_visible"].sum() < clear["landmarks_visible"].sum())
     assert fewer >= 4
 
 
@@ -292,7 +292,7 @@ def test_animals(species: str, human: HeadModel) -> None:
     person = ratio(h[36:42].mean(0), h[42:48].mean(0), h[48], h[54])
     assert abs(animal - person) / person > 0.2
     for s in render_crops(0, [0, 1], 64, "source", species=species, scheme="animal5"):
-        assert s["landmarks"].shape == (5, 2) and s["visible"].shape == (5,)
+        assert s["landmarks"].shape == (5, 2) and s["landmarks_visible"].shape == (5,)
         assert bool(((s["landmarks"] >= 0) & (s["landmarks"] < 64)).all())
 
 
