@@ -12,15 +12,13 @@ Batch: the detection batch of ``facelit.batch``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from facelit.losses.multibox import MultiBoxLoss
-from facelit.metrics.widerface import WiderFaceAP, write_predictions
+from facelit.metrics.widerface import WiderFaceAP, start_detection_results, write_detection_results
 from facelit.nets.retinaface import RetinaFace, detect, detect_multiscale
 from lightning_modules.base import FaceModule
 
@@ -181,18 +179,13 @@ class RetinaFaceModule(FaceModule):
             results.append({"event": event, "file": name, "boxes": boxes.cpu(), "scores": det["scores"].cpu(),
                             "landmarks": landmarks.cpu()})
         if self.predict_dir is not None:
-            self._write(results)
+            write_detection_results(self.predict_dir, results, rank=self.global_rank)
         return results
 
-    def _write(self, results: list[dict[str, Any]]) -> None:
-        root = Path(self.predict_dir)  # type: ignore[arg-type]
-        root.mkdir(parents=True, exist_ok=True)
-        with open(root / f"predictions.rank{self.global_rank}.jsonl", "a") as jsonl:
-            for r in results:
-                xywh = torch.cat([r["boxes"][:, :2], r["boxes"][:, 2:] - r["boxes"][:, :2]], dim=1)
-                write_predictions(root, r["event"], r["file"], torch.cat([xywh, r["scores"][:, None]], 1).numpy())
-                jsonl.write(json.dumps({"event": r["event"], "file": r["file"], "boxes": r["boxes"].tolist(),
-                                        "scores": r["scores"].tolist(), "landmarks": r["landmarks"].tolist()}) + "\n")
+    def on_predict_start(self) -> None:
+        """A predict run replaces the previous run's JSON lines of this rank (no duplicates)."""
+        if self.predict_dir is not None:
+            start_detection_results(self.predict_dir, rank=self.global_rank)
 
     def predict_overlay(self, batch: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
         dets = self.detect(batch["image"])

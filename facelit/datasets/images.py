@@ -2,7 +2,8 @@
 
 Each item is ``{"image": (3, H, W) float [0, 1], "meta": {"event": <sub-folder>, "file": <stem>,
 "path": <path>, "orig_size": (H, W)}}``; ``event`` is the first folder level below ``root`` (WIDER
-events), or ``"."`` for images directly in it, matching the official submission layout.
+events), or ``NO_EVENT`` (``"."``) for images directly in it, matching the official submission
+layout (``facelit.metrics.wider_files.write_detection_results`` writes those to the output root).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from facelit.datasets.crops import load_rgb
+from facelit.metrics.wider_files import NO_EVENT
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFolderDataset"]
 
@@ -37,6 +39,6 @@ class ImageFolderDataset(Dataset):
         path = self.paths[index]
         image = load_rgb(path)
         rel = path.relative_to(self.root)
-        event = rel.parts[0] if len(rel.parts) > 1 else "."
+        event = rel.parts[0] if len(rel.parts) > 1 else NO_EVENT
         meta = {"event": event, "file": path.stem, "path": str(path), "orig_size": tuple(image.shape[-2:])}
         return {"image": image, "meta": meta}

@@ -383,6 +383,20 @@ def test_duplicate_image_files(tmp_path: Path) -> None:
         read_predictions(tmp_path)
 
 
+def test_module_split_keeps_public_names() -> None:
+    """WiderFaceAP is a plain class of its own module; the façade re-exports every public name."""
+    import facelit.metrics.wider_ap as wider_ap
+    import facelit.metrics.wider_eval as wider_eval
+    import facelit.metrics.widerface as widerface
+
+    assert WiderFaceAP is wider_ap.WiderFaceAP and WiderFaceAP.__module__ == "facelit.metrics.wider_ap"
+    assert not hasattr(widerface, "__getattr__") and widerface.main is wider_eval.main
+    assert all(hasattr(widerface, name) for name in widerface.__all__)
+    code = "import sys, facelit.metrics.wider_eval, facelit.metrics.wider_files; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert proc.stdout.strip() == "False"  # the command starts without torch
+
+
 def test_command_line(val_gt: WiderGroundTruth, tmp_path: Path) -> None:
     """End to end: files written from the real val gt for some images, the full gt read by the command."""
     chosen = val_gt.subset(range(0, len(val_gt), 40))
@@ -393,7 +407,7 @@ def test_command_line(val_gt: WiderGroundTruth, tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "facelit.metrics.widerface",
+            "facelit.metrics.wider_eval",
             "--pred-dir",
             str(tmp_path),
             "--gt-dir",
