@@ -32,6 +32,8 @@ TINY: dict[str, list[str]] = {
     "wider_face": [*FACE_DATA, "--data.init_args.image_size=64", "--data.init_args.synth_max_faces=3"],
     "w300lp": [*FACE_DATA, "--data.init_args.image_size=64"],
     "aflw": [*FACE_DATA, "--data.init_args.image_size=64"],
+    "tinyface": [*FACE_DATA, "--data.init_args.hr_size=32", "--data.init_args.synth_scene_size=64",
+                 "--data.init_args.crops_per_image=2", "--data.init_args.min_crop_size=8"],
 }
 
 
