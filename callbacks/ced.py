@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytorch_lightning as pl
 from torchmetrics.utilities import dim_zero_cat
 
 from callbacks.images import log_images
-from facelit.metrics.landmarks import plot_ced
+from facelit.viz import figure_to_uint8, plot_ced
 
 __all__ = ["CEDPlot"]
 
@@ -38,7 +37,5 @@ class CEDPlot(pl.Callback):
             return
         images = []
         if trainer.is_global_zero:
-            fig = plot_ced({f"epoch {trainer.current_epoch}": nmes}, self.threshold)
-            fig.canvas.draw()
-            images.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+            images.append(figure_to_uint8(plot_ced({f"epoch {trainer.current_epoch}": nmes}, self.threshold)))
         log_images(trainer, "val/ced", images)  # on every rank: it may synchronise (log_dir)

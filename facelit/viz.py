@@ -1,22 +1,30 @@
-"""Drawing of predictions and ground truth over images (boxes, landmarks, head-pose axes).
+"""Drawing of predictions and ground truth over images (boxes, landmarks, head-pose axes), and
+evaluation plots (the landmark CED curve).
 
 Convention
 ----------
 Inputs follow DESIGN.md section 2: image (3, H, W) float in [0, 1]; boxes xyxy and points (x, y)
 in the pixel-area frame; pose (yaw, pitch, roll) in degrees, turned into axes with
 ``facelit.geometry.pose.matrix_from_euler`` (camera frame x right, y down). Drawing uses PIL and
-returns uint8 (H, W, 3) arrays that every logger accepts.
+returns uint8 (H, W, 3) arrays that every logger accepts. Plots use matplotlib's Agg canvas on a
+bare ``Figure`` (no pyplot state: safe in DataLoader workers, DDP ranks and headless runs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-__all__ = ["to_uint8", "draw_overlay", "grid"]
+from facelit.metrics.landmarks import DEFAULT_CED_STEPS, auc_from_nmes, ced_curve, failure_rate
+
+if TYPE_CHECKING:  # matplotlib is imported by the plotting functions only (import time)
+    from matplotlib.figure import Figure
+
+__all__ = ["to_uint8", "draw_overlay", "grid", "plot_ced", "figure_to_uint8"]
 
 PRED_COLOUR = (0, 255, 0)
 GT_COLOUR = (255, 60, 60)
@@ -95,3 +103,46 @@ def grid(images: list[np.ndarray], columns: int = 4, pad: int = 2) -> np.ndarray
         y, x = pad + r * (h + pad), pad + c * (w + pad)
         out[y : y + img.shape[0], x : x + img.shape[1]] = img
     return out
+
+
+def plot_ced(
+    curves: Mapping[str, torch.Tensor | np.ndarray | Sequence[float]],
+    thr: float = 0.08,
+    steps: int = DEFAULT_CED_STEPS,
+    title: str | None = None,
+) -> Figure:
+    """CED plot of several methods: ``curves`` maps a name to its (N,) per-sample NMEs.
+
+    The curves, AUC@thr and FR@thr in each legend entry come from
+    :mod:`facelit.metrics.landmarks` (:func:`ced_curve`, :func:`auc_from_nmes`, :func:`failure_rate`).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.0, 4.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, values in curves.items():
+        t, frac = ced_curve(values, thr, steps)
+        label = f"{name} (AUC {auc_from_nmes(values, thr, steps):.3f}, FR {failure_rate(values, thr):.3f})"
+        ax.plot(t.numpy(), frac.numpy(), label=label)
+    ax.set_xlim(0.0, thr)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("NME")
+    ax.set_ylabel("fraction of samples")
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title)
+    if curves:
+        ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def figure_to_uint8(fig: Figure) -> np.ndarray:
+    """Render a matplotlib figure on its Agg canvas -> (H, W, 3) uint8."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

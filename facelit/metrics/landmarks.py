@@ -12,10 +12,13 @@ over samples. Normalisers (``normaliser=``):
 * ``"inter_pupil"``: distance between the eye centres of the ground truth (iBUG-68: mean of
   points 36-41 and of 42-47; AFLW ``left_eye_center``/``right_eye_center``; five-point
   ``left_eye``/``right_eye``).
-* ``"bbox"``: ``sqrt(w * h)`` of the tight box of the visible ground-truth points (AFLW2000-3D
-  convention, computed from the ground-truth 68 points).
-* ``"box"``: ``sqrt(w * h)`` of a box given with each sample (AFLW-19: the dataset's face box),
-  passed as (B, 4) xyxy or directly as (B,) sizes.
+* ``"landmark_box"``: ``sqrt(w * h)`` of the tight box of the annotated ground-truth points
+  (AFLW2000-3D convention of 3DDFA, PRNet and 3DDFA-V2: the box of the 68 ground-truth points).
+* ``"face_box"``: ``sqrt(w * h)`` of the face box that comes with each sample (AFLW-19: the
+  dataset's own face box), passed as (B, 4) xyxy or directly as (B,) sizes.
+
+The names ``"bbox"`` and ``"box"`` of earlier versions are refused with an error that names their
+replacements (:data:`RENAMED_NORMALISERS`): which box was meant was not clear from the name.
 
 A normaliser needs its ground-truth points visible; samples whose normaliser is undefined (eye
 points not visible, zero size) or that have no visible point get NME = NaN from :func:`nme` and are
@@ -25,18 +28,22 @@ CED and AUC: ``CED(t)`` is the fraction of samples with NME <= t. ``AUC@T`` is t
 on ``[0, T]`` divided by ``T``, by the trapezoid rule on ``steps`` equally spaced thresholds
 (``0, T/(steps-1), ..., T``), as the common evaluation scripts do. As ``steps`` grows it tends to the
 exact integral ``mean(max(0, 1 - NME / T))``. Failure rate ``FR@T``: fraction of samples with NME > T.
+
+NME by yaw (AFLW2000-3D protocol of 3DDFA, PRNet and 3DDFA-V2): all 2,000 images are scored and
+split by ground-truth |yaw| into [0, 30], (30, 60] and (60, 90] (1,312 / 383 / 305 images); the
+last bin is open above, as the benchmark's ``|yaw| > 60`` test is, so no image falls outside a bin.
+The reported mean is the mean of the three bin means (``nme_yaw_balanced``).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
@@ -49,13 +56,31 @@ __all__ = [
     "auc_from_nmes",
     "failure_rate",
     "nme_by_yaw",
-    "plot_ced",
+    "check_normaliser",
+    "YawBinNME",
     "LandmarkMetrics",
+    "RENAMED_NORMALISERS",
 ]
 
-NORMALISERS = ("inter_ocular", "inter_pupil", "bbox", "box")
+NORMALISERS = ("inter_ocular", "inter_pupil", "landmark_box", "face_box")
+RENAMED_NORMALISERS = {"bbox": "landmark_box", "box": "face_box"}
 DEFAULT_CED_STEPS = 1001
 DEFAULT_YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
+
+
+def check_normaliser(normaliser: str) -> str:
+    """``normaliser`` if it is one of :data:`NORMALISERS`; otherwise a ValueError that names the
+    known ones (and the new name of a renamed one)."""
+    if normaliser in NORMALISERS:
+        return normaliser
+    if normaliser in RENAMED_NORMALISERS:
+        new = RENAMED_NORMALISERS[normaliser]
+        raise ValueError(
+            f"NME normaliser {normaliser!r} was renamed {new!r}: 'landmark_box' = sqrt(w * h) of the tight box "
+            f"of the ground-truth landmarks (AFLW2000-3D), 'face_box' = sqrt(w * h) of the dataset's face box "
+            f"(AFLW-19); known normalisers: {NORMALISERS}"
+        )
+    raise ValueError(f"unknown normaliser {normaliser!r}; known: {NORMALISERS}")
 
 
 def _as_scheme(scheme: LandmarkScheme | str) -> LandmarkScheme:
@@ -99,9 +124,10 @@ def _normaliser_values(
     visible: torch.Tensor,
     normaliser: str,
     scheme: LandmarkScheme,
-    box: torch.Tensor | None,
+    face_box: torch.Tensor | None,
 ) -> torch.Tensor:
     """Per-sample normaliser (B,), NaN where undefined."""
+    check_normaliser(normaliser)
     nan = torch.full_like(target[:, 0, 0], float("nan"))
     if normaliser in ("inter_ocular", "inter_pupil"):
         left_idx, right_idx = _eye_groups(scheme, normaliser)
@@ -109,26 +135,24 @@ def _normaliser_values(
         right, right_ok = _group_mean(target, visible, right_idx)
         value = torch.linalg.vector_norm(left - right, dim=-1)
         return torch.where(left_ok & right_ok, value, nan)
-    if normaliser == "bbox":
+    if normaliser == "landmark_box":
         vis = visible.unsqueeze(-1)
         lo = torch.where(vis, target, torch.full_like(target, float("inf"))).amin(dim=1)
         hi = torch.where(vis, target, torch.full_like(target, float("-inf"))).amax(dim=1)
         wh = hi - lo
         value = torch.sqrt(wh[:, 0].clamp(min=0) * wh[:, 1].clamp(min=0))
         return torch.where(visible.any(dim=1), value, nan)
-    if normaliser == "box":
-        if box is None:
-            raise ValueError("normaliser 'box' needs the per-sample box (B, 4) xyxy or sizes (B,)")
-        box = box.to(target.dtype)
-        if box.shape == (target.shape[0], 4):
-            wh = box[:, 2:] - box[:, :2]
-            return torch.sqrt(wh[:, 0].clamp(min=0) * wh[:, 1].clamp(min=0))
-        if box.shape == (target.shape[0],):
-            return box
-        raise ValueError(
-            f"box must be (B, 4) xyxy or (B,) sizes with B={target.shape[0]}, got {tuple(box.shape)}"
-        )
-    raise ValueError(f"unknown normaliser {normaliser!r}; known: {NORMALISERS}")
+    if face_box is None:
+        raise ValueError("normaliser 'face_box' needs the per-sample face box (B, 4) xyxy or sizes (B,)")
+    face_box = face_box.to(target.dtype)
+    if face_box.shape == (target.shape[0], 4):
+        wh = face_box[:, 2:] - face_box[:, :2]
+        return torch.sqrt(wh[:, 0].clamp(min=0) * wh[:, 1].clamp(min=0))
+    if face_box.shape == (target.shape[0],):
+        return face_box
+    raise ValueError(
+        f"face_box must be (B, 4) xyxy or (B,) sizes with B={target.shape[0]}, got {tuple(face_box.shape)}"
+    )
 
 
 def nme(
@@ -137,7 +161,7 @@ def nme(
     visible: torch.Tensor | None,
     normaliser: str,
     scheme: LandmarkScheme | str,
-    box: torch.Tensor | None = None,
+    face_box: torch.Tensor | None = None,
     annotated: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-sample normalised mean error.
@@ -148,7 +172,7 @@ def nme(
         visible: (B, K) bool, points that count; ``None`` means all.
         normaliser: one of :data:`NORMALISERS` (see the module docstring).
         scheme: the landmark scheme (or its name) of the K points.
-        box: (B, 4) xyxy boxes or (B,) sizes, for ``normaliser="box"`` only.
+        face_box: (B, 4) xyxy face boxes or (B,) sizes, for ``normaliser="face_box"`` only.
         annotated: (B, K) bool, points whose ground-truth position is known; the normaliser
             (eye distance, point box) is computed from these. ``None`` means all: the literature
             normalises by ground-truth geometry even where a point is occluded (e.g. the far eye
@@ -158,6 +182,7 @@ def nme(
         (B,) NME per sample; NaN where the normaliser is undefined or no point is visible.
     """
     scheme = _as_scheme(scheme)
+    check_normaliser(normaliser)
     if pred.shape != target.shape or pred.ndim != 3 or pred.shape[-1] != 2:
         raise ValueError(
             f"pred and target must both be (B, K, 2), got {tuple(pred.shape)} and {tuple(target.shape)}"
@@ -173,7 +198,7 @@ def nme(
         annotated = torch.ones_like(visible)
     elif annotated.shape != visible.shape:
         raise ValueError(f"annotated must be (B, K) = {tuple(visible.shape)}, got {tuple(annotated.shape)}")
-    norm = _normaliser_values(target, annotated.bool(), normaliser, scheme, box)
+    norm = _normaliser_values(target, annotated.bool(), normaliser, scheme, face_box)
     dist = torch.linalg.vector_norm(pred - target, dim=-1)
     count = visible.sum(dim=1)
     mean_err = (dist * visible).sum(dim=1) / count.clamp(min=1)
@@ -232,22 +257,36 @@ def failure_rate(nmes: torch.Tensor | np.ndarray | Sequence[float], threshold: f
     return float((values > threshold).double().mean()) if values.numel() else float("nan")
 
 
+class YawBinNME(NamedTuple):
+    """NME by |yaw| bin: per-bin means (NaN for an empty bin), per-bin sample counts and the mean of
+    the non-empty bin means (the AFLW2000-3D "mean")."""
+
+    means: list[float]
+    counts: list[int]
+    balanced: float
+
+
 def nme_by_yaw(
-    nmes: torch.Tensor, yaws: torch.Tensor, bins: Sequence[tuple[float, float]] = DEFAULT_YAW_BINS
-) -> tuple[list[float], float]:
-    """Mean NME per |yaw| bin and their balanced mean (AFLW2000-3D protocol).
+    nmes: torch.Tensor,
+    yaws: torch.Tensor,
+    bins: Sequence[tuple[float, float]] = DEFAULT_YAW_BINS,
+    open_last: bool = True,
+) -> YawBinNME:
+    """Mean NME per |yaw| bin and their balanced mean (AFLW2000-3D protocol, module docstring).
 
     The first bin includes both ends (``lo <= |yaw| <= hi``), later bins exclude their lower end
-    (``lo < |yaw| <= hi``), so [0, 30], (30, 60], (60, 90] partition [0, 90]; samples outside every bin
-    and NaN yaws are ignored. An empty bin is NaN; the balanced mean averages the non-empty bins.
+    (``lo < |yaw| <= hi``), so [0, 30], (30, 60], (60, 90] partition [0, 90]. With ``open_last`` (the
+    protocol) the last bin has no upper end, as 3DDFA's ``|yaw| > 60``; otherwise samples above it are
+    left out. NaN yaws are left out of every bin.
 
     Args:
         nmes: (N,) per-sample NME.
         yaws: (N,) yaw in degrees (NaN where unknown).
-        bins: (lo, hi) pairs in degrees.
+        bins: (lo, hi) pairs in degrees, increasing.
+        open_last: the last bin also takes every |yaw| above its upper end.
 
     Returns:
-        per-bin mean NMEs and their mean.
+        :class:`YawBinNME` (means, counts, balanced).
     """
     nmes = _as_tensor(nmes)
     absyaw = torch.as_tensor(yaws, dtype=torch.float64).flatten().cpu().abs()
@@ -255,6 +294,8 @@ def nme_by_yaw(
         raise ValueError(f"nmes and yaws must have the same length, got {nmes.numel()} and {absyaw.numel()}")
     lo = torch.tensor([b[0] for b in bins], dtype=torch.float64)
     hi = torch.tensor([b[1] for b in bins], dtype=torch.float64)
+    if open_last:
+        hi[-1] = math.inf
     above = absyaw[:, None] > lo
     above[:, 0] |= absyaw == lo[0]
     member = above & (absyaw[:, None] <= hi)  # (N, nbins); NaN compares False
@@ -263,42 +304,11 @@ def nme_by_yaw(
     means = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan")))
     finite = means[torch.isfinite(means)]
     balanced = float(finite.mean()) if finite.numel() else float("nan")
-    return [float(m) for m in means], balanced
+    return YawBinNME([float(m) for m in means], [int(c) for c in counts], balanced)
 
 
 def _thr_key(threshold: float) -> str:
     return f"{threshold:.2f}" if math.isclose(round(threshold, 2), threshold) else f"{threshold:g}"
-
-
-def plot_ced(
-    curves: Mapping[str, torch.Tensor | np.ndarray | Sequence[float]],
-    thr: float = 0.08,
-    steps: int = DEFAULT_CED_STEPS,
-    title: str | None = None,
-) -> Figure:
-    """CED plot of several methods: ``curves`` maps a name to its (N,) per-sample NMEs.
-
-    Uses an Agg canvas on a bare ``Figure`` (no pyplot state, safe in workers and headless runs).
-    Each legend entry gives the method's AUC@thr and FR@thr.
-    """
-    fig = Figure(figsize=(5.0, 4.0), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    for name, values in curves.items():
-        t, frac = ced_curve(values, thr, steps)
-        label = f"{name} (AUC {auc_from_nmes(values, thr, steps):.3f}, FR {failure_rate(values, thr):.3f})"
-        ax.plot(t.numpy(), frac.numpy(), label=label)
-    ax.set_xlim(0.0, thr)
-    ax.set_ylim(0.0, 1.0)
-    ax.set_xlabel("NME")
-    ax.set_ylabel("fraction of samples")
-    ax.grid(True, alpha=0.3)
-    if title:
-        ax.set_title(title)
-    if curves:
-        ax.legend(loc="lower right", fontsize="small")
-    fig.tight_layout()
-    return fig
 
 
 class LandmarkMetrics(Metric):
@@ -313,11 +323,13 @@ class LandmarkMetrics(Metric):
         auc_thresholds: thresholds T of the reported ``auc@T``.
         fr_thresholds: thresholds T of the reported ``fr@T``.
         ced_steps: thresholds on [0, T] for the trapezoid AUC.
-        yaw_bins: |yaw| bins (degrees) reported when yaws are given.
+        yaw_bins: |yaw| bins (degrees) reported when yaws are given; the last is open above
+            (:func:`nme_by_yaw`), so every sample with a yaw is in a bin.
 
     ``compute()`` returns a dict of scalar tensors: ``nme``, ``auc@0.08`` ..., ``fr@0.08``,
     ``fr@0.10`` ..., ``num_samples``, ``num_skipped`` and, when any yaw was given, ``nme_yaw_0_30``,
-    ``nme_yaw_30_60``, ``nme_yaw_60_90`` (one per bin) and ``nme_yaw_balanced``.
+    ``nme_yaw_30_60``, ``nme_yaw_60_90`` (one per bin), ``num_yaw_0_30`` ... (samples per bin) and
+    ``nme_yaw_balanced`` (mean of the bin means).
     """
 
     is_differentiable = False
@@ -335,9 +347,7 @@ class LandmarkMetrics(Metric):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if normaliser not in NORMALISERS:
-            raise ValueError(f"unknown normaliser {normaliser!r}; known: {NORMALISERS}")
-        self.normaliser = normaliser
+        self.normaliser = check_normaliser(normaliser)
         self.scheme = _as_scheme(scheme)
         if normaliser in ("inter_ocular", "inter_pupil"):
             _eye_groups(self.scheme, normaliser)  # fail at construction, not at the first batch
@@ -354,13 +364,14 @@ class LandmarkMetrics(Metric):
         pred: torch.Tensor,
         target: torch.Tensor,
         visible: torch.Tensor | None = None,
-        box: torch.Tensor | None = None,
+        face_box: torch.Tensor | None = None,
         yaw: torch.Tensor | None = None,
         annotated: torch.Tensor | None = None,
     ) -> None:
-        """Add a batch: pred/target (B, K, 2), visible (B, K), box (B, 4) or (B,), yaw (B,) degrees,
-        annotated (B, K) (points with known positions, for the normaliser; default all)."""
-        values = nme(pred.detach(), target.detach(), visible, self.normaliser, self.scheme, box, annotated)
+        """Add a batch: pred/target (B, K, 2), visible (B, K), face_box (B, 4) or (B,) (normaliser
+        ``face_box`` only), yaw (B,) degrees, annotated (B, K) (points with known positions, for the
+        normaliser; default all)."""
+        values = nme(pred.detach(), target.detach(), visible, self.normaliser, self.scheme, face_box, annotated)
         if yaw is None:
             yaws = torch.full_like(values, float("nan"))
         else:
@@ -382,10 +393,11 @@ class LandmarkMetrics(Metric):
         for t in self.fr_thresholds:
             out[f"fr@{_thr_key(t)}"] = failure_rate(nmes, t)
         if yaws.numel() and bool(torch.isfinite(yaws).any()):
-            means, balanced = nme_by_yaw(nmes, yaws, self.yaw_bins)
-            for (lo, hi), value in zip(self.yaw_bins, means, strict=True):
+            by_yaw = nme_by_yaw(nmes, yaws, self.yaw_bins)
+            for (lo, hi), value, count in zip(self.yaw_bins, by_yaw.means, by_yaw.counts, strict=True):
                 out[f"nme_yaw_{lo:g}_{hi:g}"] = value
-            out["nme_yaw_balanced"] = balanced
+                out[f"num_yaw_{lo:g}_{hi:g}"] = count
+            out["nme_yaw_balanced"] = by_yaw.balanced
         result = {k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in out.items()}
         result["num_samples"] = torch.tensor(nmes.numel(), device=device)
         result["num_skipped"] = self.num_skipped.clone()

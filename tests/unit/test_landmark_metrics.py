@@ -16,7 +16,6 @@ from facelit.metrics.landmarks import (
     failure_rate,
     nme,
     nme_by_yaw,
-    plot_ced,
 )
 
 
@@ -42,14 +41,23 @@ def test_nme_normalisers_hand_computed():
     pred[0] += torch.tensor([3.0, 4.0])  # every point off by 5
     pred[1, 10] += torch.tensor([0.0, 68.0])  # one point off by 68 -> mean error 1
     expected_err = torch.tensor([5.0, 1.0])
-    for normaliser, norm in [("inter_ocular", 40.0), ("inter_pupil", 30.0), ("bbox", math.sqrt(40 * 80))]:
+    for normaliser, norm in [("inter_ocular", 40.0), ("inter_pupil", 30.0), ("landmark_box", math.sqrt(40 * 80))]:
         got = nme(pred, t, None, normaliser, "ibug68")
         assert torch.allclose(got, expected_err / norm), normaliser
     boxes = torch.tensor([[0.0, 0.0, 10.0, 40.0], [5.0, 5.0, 25.0, 25.0]])  # sqrt(400) = 20 for both
-    assert torch.allclose(nme(pred, t, None, "box", IBUG68, box=boxes), expected_err / 20.0)
+    assert torch.allclose(nme(pred, t, None, "face_box", IBUG68, face_box=boxes), expected_err / 20.0)
     assert torch.allclose(
-        nme(pred, t, None, "box", IBUG68, box=torch.tensor([5.0, 2.0])), torch.tensor([1.0, 0.5])
+        nme(pred, t, None, "face_box", IBUG68, face_box=torch.tensor([5.0, 2.0])), torch.tensor([1.0, 0.5])
     )
+
+
+@pytest.mark.parametrize(("old", "new"), [("bbox", "landmark_box"), ("box", "face_box")])
+def test_old_normaliser_names_are_refused_naming_the_new_ones(old: str, new: str):
+    t = face68()[None]
+    with pytest.raises(ValueError, match=f"'{old}' was renamed '{new}'.*landmark_box.*face_box"):
+        nme(t, t, None, old, IBUG68, face_box=torch.tensor([1.0]))
+    with pytest.raises(ValueError, match=f"renamed '{new}'"):
+        LandmarkMetrics(normaliser=old)
 
 
 def test_nme_visible_mask_and_undefined_normaliser():
@@ -63,14 +71,14 @@ def test_nme_visible_mask_and_undefined_normaliser():
     got = nme(pred, t, vis, "inter_ocular", "ibug68", annotated=vis)
     assert torch.isclose(got[0], torch.tensor(10.0 / 67 / 40.0))
     assert got[1] == 0 and torch.isnan(got[2])
-    # bbox uses the annotated ground-truth points only: dropping p8 (y = 90) shrinks the box to y in [10, 50]
+    # landmark_box uses the annotated ground-truth points only: dropping p8 (y = 90) shrinks the box to y in [10, 50]
     vis_b = torch.ones(1, 68, dtype=torch.bool)
     vis_b[0, 8] = False
     p = face68()[None].clone()
     q = p + torch.tensor([3.0, 4.0])
-    assert torch.isclose(nme(q, p, vis_b, "bbox", "ibug68", annotated=vis_b)[0], torch.tensor(5.0 / math.sqrt(40 * 40)))
+    assert torch.isclose(nme(q, p, vis_b, "landmark_box", "ibug68", annotated=vis_b)[0], torch.tensor(5.0 / math.sqrt(40 * 40)))
     none = torch.zeros(1, 68, dtype=torch.bool)
-    assert torch.isnan(nme(q, p, none, "bbox", "ibug68", annotated=none)[0])
+    assert torch.isnan(nme(q, p, none, "landmark_box", "ibug68", annotated=none)[0])
 
 
 def test_nme_other_schemes_by_point_names():
@@ -91,9 +99,9 @@ def test_nme_other_schemes_by_point_names():
     with pytest.raises(ValueError, match="unknown normaliser"):
         nme(t5, t5, None, "diag", FIVE_POINT)
     with pytest.raises(ValueError, match="has 68 points, got K=5"):
-        nme(t5, t5, None, "bbox", "ibug68")
-    with pytest.raises(ValueError, match="needs the per-sample box"):
-        nme(t5, t5, None, "box", FIVE_POINT)
+        nme(t5, t5, None, "landmark_box", "ibug68")
+    with pytest.raises(ValueError, match="needs the per-sample face box"):
+        nme(t5, t5, None, "face_box", FIVE_POINT)
 
 
 def test_ced_auc_fr_hand_computed():
@@ -116,17 +124,44 @@ def test_ced_auc_fr_hand_computed():
 
 
 def test_nme_by_yaw_bins_and_balanced_mean():
-    nmes = torch.tensor([0.01, 0.03, 0.05, 0.07, 0.2])
-    yaws = torch.tensor([10.0, -30.0, 45.0, -70.0, 95.0])  # 95 is outside every bin
-    means, balanced = nme_by_yaw(nmes, yaws)
-    assert means == pytest.approx([0.02, 0.05, 0.07])
-    assert balanced == pytest.approx((0.02 + 0.05 + 0.07) / 3)
-    means, balanced = nme_by_yaw(nmes[:2], yaws[:2])
-    assert means[0] == pytest.approx(0.02) and math.isnan(means[1]) and balanced == pytest.approx(0.02)
+    nmes = torch.tensor([0.01, 0.03, 0.05, 0.07, 0.2, 0.4])
+    # 30 is in the first bin, 60 in the second; 95 is above 90: the AFLW2000-3D protocol (3DDFA's
+    # |yaw| > 60) puts it in the last bin, so every image is scored
+    yaws = torch.tensor([10.0, -30.0, 45.0, -60.0, 95.0, float("nan")])
+    by_yaw = nme_by_yaw(nmes, yaws)
+    assert by_yaw.means == pytest.approx([0.02, 0.06, 0.2])
+    assert by_yaw.counts == [2, 2, 1]
+    assert by_yaw.balanced == pytest.approx((0.02 + 0.06 + 0.2) / 3)
+    closed = nme_by_yaw(nmes, yaws, open_last=False)  # 95 left out
+    assert closed.counts == [2, 2, 0] and math.isnan(closed.means[2])
+    assert closed.balanced == pytest.approx((0.02 + 0.06) / 2)
+
+
+def test_nme_by_yaw_scores_every_aflw2000_image_in_the_published_bins():
+    """1,312 / 383 / 305 images of AFLW2000-3D: yaws drawn with those bin sizes, including the
+    |yaw| > 90 and exact-boundary cases; the bins partition all 2,000 samples."""
+    g = torch.Generator().manual_seed(0)
+    yaws = torch.cat([
+        torch.rand(1310, generator=g) * 30, torch.tensor([0.0, -30.0]),
+        30 + torch.rand(382, generator=g).clamp(min=1e-3) * 30, torch.tensor([60.0]),
+        60 + torch.rand(300, generator=g).clamp(min=1e-3) * 30, torch.tensor([90.0, 95.0, -97.5, 120.0, -179.0]),
+    ])
+    signs = torch.where(torch.rand(2000, generator=g) < 0.5, -1.0, 1.0)
+    nmes = torch.rand(2000, generator=g) * 0.1
+    by_yaw = nme_by_yaw(nmes, yaws * signs)
+    assert by_yaw.counts == [1312, 383, 305] and sum(by_yaw.counts) == 2000
+    metric = LandmarkMetrics(normaliser="face_box")
+    target = face68().expand(2000, 68, 2)
+    pred = target + (nmes * 10.0)[:, None, None] * torch.tensor([0.6, 0.8])
+    metric.update(pred, target, face_box=torch.full((2000,), 10.0), yaw=yaws * signs)
+    out = metric.compute()
+    assert [out[f"num_yaw_{k}"].item() for k in ("0_30", "30_60", "60_90")] == [1312, 383, 305]
+    assert out["nme_yaw_balanced"].item() == pytest.approx(by_yaw.balanced, rel=1e-5)
+    assert out["nme"].item() == pytest.approx(float(nmes.mean()), rel=1e-5)
 
 
 def _batch(errors_px: list[float], size: float = 100.0):
-    """Samples whose NME under the 'box' normaliser with box size ``size`` is ``errors_px / size``."""
+    """Samples whose NME under the 'face_box' normaliser with box size ``size`` is ``errors_px / size``."""
     b = len(errors_px)
     target = face68().expand(b, 68, 2).clone()
     pred = target + torch.tensor(errors_px)[:, None, None] * torch.tensor([0.6, 0.8])
@@ -134,11 +169,11 @@ def _batch(errors_px: list[float], size: float = 100.0):
 
 
 def test_landmark_metrics_compute():
-    metric = LandmarkMetrics(normaliser="box", scheme="ibug68", auc_thresholds=(0.08, 0.096), ced_steps=9)
+    metric = LandmarkMetrics(normaliser="face_box", scheme="ibug68", auc_thresholds=(0.08, 0.096), ced_steps=9)
     # NMEs 0.025, 0.045, 0.09 (off the threshold grids, so float rounding cannot move a CED step)
     pred, target, box = _batch([2.5, 4.5, 9.0])
     vis = torch.ones(3, 68, dtype=torch.bool)
-    metric.update(pred, target, vis, box=box, yaw=torch.tensor([10.0, 40.0, -80.0]))
+    metric.update(pred, target, vis, face_box=box, yaw=torch.tensor([10.0, 40.0, -80.0]))
     out = metric.compute()
     assert out["nme"].item() == pytest.approx((0.025 + 0.045 + 0.09) / 3, rel=1e-5)
     # CED on 0, 0.01, ..., 0.08: 0, 0, 0, 1/3, 1/3, 2/3, 2/3, 2/3, 2/3 -> trapezoid 0.03 / 0.08
@@ -168,27 +203,16 @@ def test_landmark_metrics_compute():
 def test_landmark_metrics_merge_equals_single_pass():
     pred, target, box = _batch([1.0, 3.0, 5.0, 7.5, 12.0])
     yaw = torch.tensor([5.0, 35.0, 65.0, -20.0, 50.0])
-    single = LandmarkMetrics(normaliser="box")
-    single.update(pred, target, box=box, yaw=yaw)
-    a, b = LandmarkMetrics(normaliser="box"), LandmarkMetrics(normaliser="box")
-    a.update(pred[:2], target[:2], box=box[:2], yaw=yaw[:2])
-    b.update(pred[2:], target[2:], box=box[2:], yaw=yaw[2:])
+    single = LandmarkMetrics(normaliser="face_box")
+    single.update(pred, target, face_box=box, yaw=yaw)
+    a, b = LandmarkMetrics(normaliser="face_box"), LandmarkMetrics(normaliser="face_box")
+    a.update(pred[:2], target[:2], face_box=box[:2], yaw=yaw[:2])
+    b.update(pred[2:], target[2:], face_box=box[2:], yaw=yaw[2:])
     a.merge_state(b)
     merged, expected = a.compute(), single.compute()
     assert merged.keys() == expected.keys()
     for k in expected:
         assert torch.allclose(merged[k].float(), expected[k].float()), k
-
-
-def test_plot_ced_returns_agg_figure():
-    fig = plot_ced({"ours": [0.01, 0.03, 0.09], "baseline": torch.tensor([0.02, 0.05, 0.07])}, thr=0.08)
-    ax = fig.axes[0]
-    assert len(ax.lines) == 2
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[0].startswith("ours (AUC") and labels[1].startswith("baseline (AUC")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    assert buf.getvalue()[:4] == b"\x89PNG"
 
 
 def test_normaliser_uses_annotated_points_even_when_occluded():
