@@ -5,7 +5,8 @@ Convention
 Points are (x, y) in the pixel-AREA frame of DESIGN.md (pixel ``i`` covers ``[i, i + 1)``).
 The SphereFace template was published in the 1-based pixel coordinates of its MATLAB alignment
 code, where pixel ``j`` (1-based) has its centre at ``j``; in our frame that centre is at
-``j - 0.5``, so every published coordinate is shifted by ``-0.5`` (:data:`MATLAB_TO_AREA`).
+``j - 0.5``, so every published coordinate is shifted by ``-0.5``
+(``facelit.datasets.crops.MATLAB_TO_AREA``).
 The 112x112 template (insightface/ArcFace) is the 112x96 one with ``x + 8`` (the 16 extra columns
 split evenly). Templates for other output sizes scale both axes with the size (exact in the area
 frame, whose origin is the image corner). Matrices are (B, 3, 3) maps from input to output pixels,
@@ -19,10 +20,10 @@ from typing import Literal
 import torch
 
 from facelit.augment.geometry import transform_points, warp_image
+from facelit.datasets.crops import MATLAB_TO_AREA
 
 __all__ = [
     "SPHEREFACE_TEMPLATE_MATLAB",
-    "MATLAB_TO_AREA",
     "TEMPLATE_SIZES",
     "TemplateName",
     "alignment_template",
@@ -38,9 +39,6 @@ SPHEREFACE_TEMPLATE_MATLAB = (
     (62.7299, 92.2041),  # right mouth corner
 )
 """The official 5-point template of SphereFace's MATLAB alignment, 1-based pixels of a 112x96 crop."""
-
-MATLAB_TO_AREA = -0.5
-"""Shift from MATLAB's 1-based pixel-centre coordinates to our 0-based pixel-area frame."""
 
 TemplateName = Literal["112x96", "112x112"]
 TEMPLATE_SIZES: dict[str, tuple[int, int]] = {"112x96": (112, 96), "112x112": (112, 112)}
