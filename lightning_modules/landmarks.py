@@ -2,10 +2,13 @@
 
 The practice of the landmark literature: regress 2K coordinates normalised to the crop (or decode
 heatmaps with soft-argmax), train with L2 / L1 / smooth-L1 / Wing, judge with NME (inter-ocular,
-inter-pupil, bounding-box or box normaliser), the CED curve, AUC@0.08 and failure rates.
+inter-pupil, landmark-box or face-box normaliser), the CED curve, AUC@0.08 and failure rates.
 
 Batch: the face-crop batch of ``facelit.batch`` (image (B, 3, S, S), landmarks (B, K, 2) in crop
-pixels, visible (B, K), pose (B, 3), box (B, 4)).
+pixels, landmarks_visible (B, K), pose (B, 3), boxes (B, 4) the face box).
+
+Checkpoints are selected on ``val/*`` (a validation split of the training data); the benchmark
+split (AFLW2000-3D, the AFLW-19 test split) is scored once by ``cli.py test`` as ``test/*``.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import torch
 
 from facelit.geometry.schemes import get_scheme
 from facelit.losses.landmark import LandmarkLoss
-from facelit.metrics.landmarks import LandmarkMetrics
-from facelit.nets.landmark_net import LandmarkRegressor
+from facelit.metrics.landmarks import LandmarkMetrics, check_normaliser
+from facelit.nets.landmark_net import LandmarkRegressor, mean_shape
 from lightning_modules.base import FaceModule
 
 __all__ = ["LandmarkModule"]
@@ -32,13 +35,17 @@ class LandmarkModule(FaceModule):
         head: ``regression`` (2K outputs) or ``heatmap`` (soft-argmax over K heatmaps).
         loss: ``l2`` | ``l1`` | ``smooth_l1`` | ``wing``.
         wing_w, wing_eps: Wing loss parameters in pixels of the crop.
-        normaliser: NME normaliser: ``inter_ocular`` | ``inter_pupil`` | ``bbox`` | ``box``.
+        normaliser: NME normaliser: ``inter_ocular`` | ``inter_pupil`` | ``landmark_box`` (sqrt(w h) of
+            the ground-truth landmarks' box, AFLW2000-3D) | ``face_box`` (sqrt(w h) of the dataset's
+            face box, AFLW-19); see :mod:`facelit.metrics.landmarks`.
         image_size: crop side in pixels (linked from the datamodule).
         pretrained: load timm weights (only with ``weights_file``: nothing is fetched).
         weights_file: local backbone weights.
+        head_channels: channels of the heatmap head's deconvolution stages.
         mean_shape_samples: training samples averaged for the mean-shape initialisation of the
-            regression bias (0 keeps the crop centre).
-        yaw_bins: also report NME by |yaw| bins [0, 30], [30, 60], [60, 90] (needs pose labels).
+            regression bias (0 keeps the crop centre). Only a fresh head is initialised: a model
+            loaded from a checkpoint keeps its trained bias when it is fine-tuned.
+        yaw_bins: also report NME by |yaw| bins [0, 30], (30, 60], (60, 90] (needs pose labels).
         **kwargs: optimizer arguments of :class:`FaceModule`.
     """
 
@@ -50,10 +57,11 @@ class LandmarkModule(FaceModule):
         loss: Literal["l2", "l1", "smooth_l1", "wing"] = "wing",
         wing_w: float = 10.0,
         wing_eps: float = 2.0,
-        normaliser: Literal["inter_ocular", "inter_pupil", "bbox", "box"] = "inter_ocular",
+        normaliser: str = "inter_ocular",
         image_size: int = 256,
         pretrained: bool = False,
         weights_file: str | None = None,
+        head_channels: int = 256,
         mean_shape_samples: int = 256,
         yaw_bins: bool = False,
         **kwargs: Any,
@@ -62,10 +70,14 @@ class LandmarkModule(FaceModule):
         self.save_hyperparameters()
         self.scheme = get_scheme(scheme)
         self.image_size = image_size
-        self.normaliser = normaliser
+        self.normaliser = check_normaliser(normaliser)
         self.mean_shape_samples = mean_shape_samples
         self.yaw_bins = yaw_bins
-        self.net = LandmarkRegressor(backbone, self.scheme.num_points, head, pretrained, weights_file)
+        self.net = LandmarkRegressor(
+            backbone, self.scheme.num_points, head, pretrained, weights_file, head_channels=head_channels
+        )
+        # Saved with the weights: True once the regression bias holds a mean shape or trained values.
+        self.register_buffer("head_initialised", torch.tensor(False))
         self.criterion = LandmarkLoss(loss, wing_w=wing_w, wing_eps=wing_eps, scale=float(image_size))
         self.val_metrics = LandmarkMetrics(normaliser, self.scheme)
         self.test_metrics = LandmarkMetrics(normaliser, self.scheme)
@@ -73,8 +85,18 @@ class LandmarkModule(FaceModule):
     # ---- setup ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if stage == "fit" and self.mean_shape_samples > 0 and self.net.head_type == "regression":
+        if (
+            stage == "fit"
+            and self.mean_shape_samples > 0
+            and self.net.head_type == "regression"
+            and not bool(self.head_initialised)
+        ):
             self._init_mean_shape()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint written before ``head_initialised`` existed holds a trained head too."""
+        state = checkpoint.get("state_dict", {})
+        state.setdefault("head_initialised", torch.tensor(True))
 
     @torch.no_grad()
     def _init_mean_shape(self) -> None:
@@ -84,11 +106,12 @@ class LandmarkModule(FaceModule):
         if dataset is None:
             return
         dataset = getattr(dataset, "dataset", dataset)  # skip the augmentation wrapper
-        n = min(len(dataset), self.mean_shape_samples)
-        points = torch.stack([dataset[i]["landmarks"] for i in range(n)])
-        sizes = torch.tensor([dataset[i]["image"].shape[-1] for i in range(min(n, 1))], dtype=points.dtype)
-        mean = (points / sizes[0]).mean(0)
-        self.net.fc.bias.copy_(mean.reshape(-1).to(self.net.fc.bias))
+        samples = [dataset[i] for i in range(min(len(dataset), self.mean_shape_samples))]
+        points = torch.stack([s["landmarks"] for s in samples])
+        visible = torch.stack([s["landmarks_visible"] for s in samples])
+        size = samples[0]["image"].shape[-1]
+        self.net.fc.bias.copy_((mean_shape(points, visible) / size).reshape(-1).to(self.net.fc.bias))
+        self.head_initialised.fill_(True)
 
     # ---- steps ------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -107,8 +130,10 @@ class LandmarkModule(FaceModule):
         if stage in ("val", "test"):
             metric = self.val_metrics if stage == "val" else self.test_metrics
             yaw = batch["pose"][:, 0] if self.yaw_bins and "pose" in batch else None
-            box = batch.get("boxes") if self.normaliser == "box" else None
-            metric.update(pred_norm.detach().float() * size, batch["landmarks"].float(), visible, box=box, yaw=yaw)
+            face_box = batch["boxes"] if self.normaliser == "face_box" else None
+            metric.update(
+                pred_norm.detach().float() * size, batch["landmarks"].float(), visible, face_box=face_box, yaw=yaw
+            )
         return out
 
     def _log_metrics(self, stage: str) -> None:

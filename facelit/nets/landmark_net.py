@@ -22,10 +22,37 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
-__all__ = ["HEADS", "soft_argmax_2d", "HeatmapHead", "LandmarkRegressor"]
+__all__ = ["HEADS", "mean_shape", "soft_argmax_2d", "HeatmapHead", "LandmarkRegressor"]
 
 HEADS = ("regression", "heatmap")
 HEATMAP_STRIDE = 4
+
+
+def mean_shape(points: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of each landmark over the samples where it is visible.
+
+    Args:
+        points: (N, K, 2) landmarks in one frame (e.g. crop pixels).
+        visible: (N, K) bool; ``None`` means all.
+
+    Returns:
+        (K, 2) mean shape, the strongest image-blind predictor of landmarks in that frame.
+
+    Raises:
+        ValueError: if a point is visible in no sample (its mean is undefined).
+    """
+    if points.ndim != 3 or points.shape[-1] != 2:
+        raise ValueError(f"points must be (N, K, 2), got {tuple(points.shape)}")
+    if visible is None:
+        visible = torch.ones(points.shape[:2], dtype=torch.bool, device=points.device)
+    if visible.shape != points.shape[:2]:
+        raise ValueError(f"visible must be (N, K) = {tuple(points.shape[:2])}, got {tuple(visible.shape)}")
+    weight = visible.to(points.dtype).unsqueeze(-1)
+    count = weight.sum(dim=0)
+    if bool((count == 0).any()):
+        missing = torch.nonzero(count[:, 0] == 0).flatten().tolist()
+        raise ValueError(f"points {missing} are visible in none of the {points.shape[0]} samples")
+    return (points * weight).sum(dim=0) / count
 
 
 def soft_argmax_2d(heatmaps: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
