@@ -6,72 +6,176 @@
     python cli.py fit --config ... --print_config
 
 Any LightningModule subclass may be named as ``model.class_path`` and any LightningDataModule as
-``data.class_path`` (subclass mode). Arguments shared by a datamodule and a model are linked in
-full (see ``LINKS``): the model value is taken from the datamodule whenever both classes declare
-the argument, so a config cannot silently disagree with itself.
+``data.class_path`` (subclass mode).
+
+Links
+-----
+Arguments shared by a datamodule and a model are linked in full (see ``LINKS``): whenever both
+chosen classes declare the argument, the model value is the datamodule value. A user value on a
+linked target (``--model.init_args.image_size``, or ``model: init_args: image_size:`` in a config)
+is refused with an error naming the source to set instead, and ``--print_config`` prints the
+resolved model values.
+
+Why not jsonargparse's own ``parser.link_arguments("data.init_args.X", "model.init_args.X")``: with
+jsonargparse 4.53 in subclass mode it (a) skips links when ``--print_config`` is given, so the
+printed config omits the linked model values, and (b) silently overwrites a user value on the
+target (measured: ``--model.init_args.image_size=64`` ran with the datamodule's 128). The
+hand-written step below runs inside parsing, before the config is printed or validated.
 """
 
 from __future__ import annotations
 
 import inspect
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import yaml
 from jsonargparse import Namespace
-from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-__all__ = ["LINKS", "FaceLitCLI", "LoggerSaveConfigCallback", "main"]
+__all__ = ["LINKS", "FaceLitArgumentParser", "FaceLitCLI", "LinkError", "LoggerSaveConfigCallback", "main"]
 
-# (source, target) in full: data.init_args.<name> -> model.init_args.<name>.
+# (source, target) in full: data.init_args.<name> -> model.init_args.<name>. A link applies when the
+# chosen datamodule class and the chosen model class both declare <name>.
 LINKS: tuple[tuple[str, str], ...] = (
     ("data.init_args.scheme", "model.init_args.scheme"),
     ("data.init_args.image_size", "model.init_args.image_size"),
-    ("data.init_args.num_mesh_vertices", "model.init_args.num_mesh_vertices"),
+    ("data.init_args.mesh", "model.init_args.mesh"),
     ("data.init_args.num_identities", "model.init_args.num_identities"),
 )
+_MISSING = inspect.Parameter.empty
+
+
+class LinkError(ValueError):
+    """A value was given on a linked target."""
+
+
+def _import_class(class_path: str | None) -> type | None:
+    if not class_path:
+        return None
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        return getattr(__import__(module_name, fromlist=[name]), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+def _class_defaults(class_path: str | None) -> dict[str, Any]:
+    """``__init__`` parameters of the class at ``class_path`` -> default (``inspect.Parameter.empty``
+    when required); follows ``**kwargs`` forwarded to base classes, as jsonargparse does. Empty when
+    the class cannot be imported."""
+    cls = _import_class(class_path)
+    if cls is None:
+        return {}
+    params: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        signature = inspect.signature(klass.__init__).parameters.values()
+        for p in signature:
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self":
+                params.setdefault(p.name, p.default)
+        if not any(p.kind == p.VAR_KEYWORD for p in signature):
+            break
+    return params
 
 
 def _class_params(class_path: str | None) -> set[str]:
     """Names of the ``__init__`` parameters of the class at ``class_path`` (empty if unknown)."""
-    if not class_path:
-        return set()
-    module_name, _, name = class_path.rpartition(".")
-    try:
-        cls = getattr(__import__(module_name, fromlist=[name]), name)
-    except (ImportError, AttributeError):
-        return set()
-    names: set[str] = set()
-    for klass in cls.__mro__:  # follow **kwargs forwarded to base classes, as jsonargparse does
-        if "__init__" not in vars(klass):
-            continue
-        params = inspect.signature(klass.__init__).parameters.values()
-        names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-        if not any(p.kind == p.VAR_KEYWORD for p in params):
-            break
-    return names - {"self"}
+    return set(_class_defaults(class_path))
 
 
-def apply_links(config: Namespace) -> list[tuple[str, str]]:
-    """Copy each linked value from the datamodule's init_args to the model's, where both declare it.
+def applicable_links(model_class: str | None, data_class: str | None) -> list[tuple[str, str]]:
+    """The ``LINKS`` whose argument both the datamodule and the model class declare."""
+    model_params, data_params = _class_params(model_class), _class_params(data_class)
+    return [
+        (source, target)
+        for source, target in LINKS
+        if source.rsplit(".", 1)[1] in data_params and target.rsplit(".", 1)[1] in model_params
+    ]
+
+
+def apply_links(config: Namespace, explicit: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """Set each applicable linked model value to the datamodule value, refusing user values.
 
     Args:
         config: a parsed (sub)command namespace holding ``model`` and ``data``.
+        explicit: target keys (``model.init_args.X``) the user set explicitly (command line or config
+            file), refused even when they equal the model's default.
 
     Returns:
-        The links that were applied (for logging and tests).
+        The links that were applied.
+
+    Raises:
+        LinkError: a linked target holds a user value (explicit, or different from both the model's
+            default and the datamodule's value).
     """
     model, data = config.get("model"), config.get("data")
     if not isinstance(model, Namespace) or not isinstance(data, Namespace):
         return []
-    model_params = _class_params(model.get("class_path"))
-    data_params = _class_params(data.get("class_path"))
-    applied = []
-    for source, target in LINKS:
-        src_name, dst_name = source.rsplit(".", 1)[1], target.rsplit(".", 1)[1]
-        if src_name in data_params and dst_name in model_params and config.get(source) is not None:
-            config[target] = config[source]
-            applied.append((source, target))
-    return applied
+    model_class, data_class = model.get("class_path"), data.get("class_path")
+    model_defaults, data_defaults = _class_defaults(model_class), _class_defaults(data_class)
+    explicit = set(explicit)
+    links = applicable_links(model_class, data_class)
+    for source, target in links:
+        name = target.rsplit(".", 1)[1]
+        value = config.get(source, data_defaults[source.rsplit(".", 1)[1]])
+        given = config.get(target, _MISSING)
+        user_value = target in explicit or (
+            given is not _MISSING and given != model_defaults[name] and given != value
+        )
+        if user_value:
+            raise LinkError(
+                f"{target}={given!r} is linked from {source} ({model_class} and {data_class} both declare "
+                f"{name!r}): set {source} instead (it is {value!r}) and remove the model value"
+            )
+        if value is not _MISSING:
+            config[target] = value
+    return links
+
+
+def explicit_targets(args: Sequence[str]) -> set[str]:
+    """The ``LINKS`` targets that ``args`` set by hand: ``--model.init_args.X[=v]`` on the command
+    line, or ``model: init_args: X:`` in a ``--config``/``-c`` file."""
+    targets = {target for _, target in LINKS}
+    found: set[str] = set()
+    for i, arg in enumerate(args):
+        key = arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
+        if key in targets:
+            found.add(key)
+        if arg in ("--config", "-c") and i + 1 < len(args) or arg.startswith("--config="):
+            path = Path(arg.split("=", 1)[1] if "=" in arg else args[i + 1])
+            if not path.is_file():
+                continue
+            content = yaml.safe_load(path.read_text()) or {}
+            init_args = ((content.get("model") or {}) if isinstance(content, dict) else {})
+            init_args = init_args.get("init_args") if isinstance(init_args, dict) else None
+            for name in init_args or {}:
+                if f"model.init_args.{name}" in targets:
+                    found.add(f"model.init_args.{name}")
+    return found
+
+
+class FaceLitArgumentParser(LightningArgumentParser):
+    """LightningArgumentParser that applies ``LINKS`` at the end of parsing, before the config is
+    printed (``--print_config``) or validated."""
+
+    explicit_link_targets: set[str] = set()
+
+    def _parse_common(self, cfg: Namespace, *args: Any, **kwargs: Any) -> Namespace:
+        skip_validation = kwargs.get("skip_validation", args[2] if len(args) > 2 else False)
+        if not skip_validation and not kwargs.get("nested_parse", False):  # the final, complete parse
+            subcommand = cfg.get("subcommand")
+            section = cfg.get(subcommand) if subcommand else cfg
+            if isinstance(section, Namespace):
+                try:
+                    apply_links(section, self.explicit_link_targets)
+                except LinkError as err:
+                    self.error(str(err))
+        return super()._parse_common(cfg, *args, **kwargs)
 
 
 class LoggerSaveConfigCallback(SaveConfigCallback):
@@ -83,8 +187,6 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
 
     def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         config = self.parser.dump(self.config, skip_none=False, format="yaml")
-        import yaml
-
         as_dict: dict[str, Any] = yaml.safe_load(config)
         for logger in trainer.loggers:
             if type(logger).__name__ == "WandbLogger":
@@ -94,11 +196,13 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
 
 
 class FaceLitCLI(LightningCLI):
-    """LightningCLI with facelit's links applied before the classes are instantiated."""
+    """LightningCLI whose parser applies facelit's ``LINKS`` (see the module docstring)."""
 
-    def before_instantiate_classes(self) -> None:
-        sub = self.config.get("subcommand")
-        apply_links(self.config[sub] if sub else self.config)
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        if isinstance(parser, FaceLitArgumentParser):
+            raw = sys.argv[1:] if args is None else args
+            parser.explicit_link_targets = explicit_targets(raw) if isinstance(raw, (list, tuple)) else set()
+        super().parse_arguments(parser, args)
 
 
 def main(args: list[str] | None = None, run: bool = True) -> FaceLitCLI:
@@ -108,6 +212,7 @@ def main(args: list[str] | None = None, run: bool = True) -> FaceLitCLI:
         pl.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        parser_class=FaceLitArgumentParser,
         save_config_callback=LoggerSaveConfigCallback,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
