@@ -41,6 +41,8 @@ __all__ = [
     "build_stage_net",
     "load_pretrained",
     "pretrained_cascade_nets",
+    "PRETRAINED",
+    "load_stage",
 ]
 
 INPUT_MEAN = 127.5  # the release's input centring, in 8-bit grey levels
@@ -240,3 +242,40 @@ def pretrained_cascade_nets(weights_dir: str | Path | None = None) -> tuple[PNet
     for stage, net in zip(STAGE_SIZES, nets):
         load_pretrained(net, stage, weights_dir).eval()
     return nets  # type: ignore[return-value]
+
+
+PRETRAINED = "pretrained"  # a stage source naming the released weights
+
+
+def load_stage(source: str | Path, stage: str, weights_dir: str | Path | None = None) -> nn.Module:
+    """A trained stage net, in eval mode, from ``source``.
+
+    Args:
+        source: ``"pretrained"`` (the released weights from ``weights_dir``), a Lightning checkpoint
+            of ``lightning_modules.mtcnn.MTCNNModule`` (its ``state_dict`` holds the net under
+            ``net.``; its hyper-parameters name the stage), or a plain state dict saved with
+            ``torch.save(net.state_dict())``.
+        stage: ``pnet`` | ``rnet`` | ``onet``.
+
+    Raises:
+        FileNotFoundError / ValueError: naming the file when it is missing, of another stage or unfit.
+    """
+    if str(source) == PRETRAINED:
+        return load_pretrained(build_stage_net(stage), stage, weights_dir).eval()
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"MTCNN {stage} checkpoint not found: {path}")
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    state = blob.get("state_dict", blob)
+    hparams = blob.get("hyper_parameters", {})
+    if hparams.get("stage", stage) != stage:
+        raise ValueError(f"{path} holds an MTCNN {hparams['stage']} net, not the {stage} asked for")
+    if any(k.startswith("net.") for k in state):
+        state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+    landmarks = stage == "onet" or any(k.startswith(("conv4_3.", "dense5_3.")) for k in state)
+    net = build_stage_net(stage, landmarks)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{path} does not fit the MTCNN {stage} net: {err}") from err
+    return net.eval()

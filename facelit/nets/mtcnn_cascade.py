@@ -46,6 +46,8 @@ __all__ = [
     "PRESETS",
     "get_preset",
     "pyramid_scales",
+    "integral_image",
+    "crop_windows",
     "area_crops",
     "min_overlap_nms",
     "square_boxes",
@@ -127,7 +129,7 @@ def pyramid_scales(height: int, width: int, min_face: float, factor: float) -> l
 
 
 # ---- resampling ------------------------------------------------------------------------------------
-def _integral(images: Tensor) -> Tensor:
+def integral_image(images: Tensor) -> Tensor:
     """(B, C, H, W) -> (B, H + 1, W + 1, C) float64 summed-area table with a zero first row/column."""
     table = F.pad(images.double().cumsum(-1).cumsum(-2), (1, 0, 1, 0))
     return table.permute(0, 2, 3, 1)
@@ -145,7 +147,7 @@ def area_crops(table: Tensor, image_index: Tensor, x0: Tensor, y0: Tensor, x1: T
     """Area-resample integer crops [y0, y1) x [x0, x1) to (K, C, size, size) (adaptive average pool).
 
     Args:
-        table: (B, H + 1, W + 1, C) summed-area table (:func:`_integral`).
+        table: (B, H + 1, W + 1, C) summed-area table (:func:`integral_image`).
         image_index, x0, y0, x1, y1: (K,) int64; crops must be non-empty and inside their image.
         size: output side.
 
@@ -353,7 +355,7 @@ def run_pnet(pnet: nn.Module, images: Sequence[Tensor], settings: CascadeSetting
 
 
 # ---- the cascade --------------------------------------------------------------------------------
-def _crop_windows(boxes: Tensor, image_index: Tensor, sizes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def crop_windows(boxes: Tensor, image_index: Tensor, sizes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Integer crop windows of the release (truncate, clip to the image): x0, y0, x1, y1, non-empty."""
     t = boxes.trunc().long()
     hw = sizes[image_index]
@@ -367,7 +369,7 @@ def _crop_windows(boxes: Tensor, image_index: Tensor, sizes: Tensor) -> tuple[Te
 def _run_stage(net: nn.Module, table: Tensor, boxes: Tensor, image_index: Tensor, sizes: Tensor, size: int,
                chunk: int) -> tuple[dict[str, Tensor], Tensor]:
     """Crop, resample and run ``net`` in chunks: its outputs (probability in ``scores``), valid mask."""
-    x0, y0, x1, y1, ok = _crop_windows(boxes, image_index, sizes)
+    x0, y0, x1, y1, ok = crop_windows(boxes, image_index, sizes)
     safe = [torch.where(ok, v, torch.ones_like(v) * d) for v, d in ((x0, 0), (y0, 0), (x1, 1), (y1, 1))]
     outs: list[dict[str, Tensor]] = []
     for s in range(0, len(boxes), chunk):
@@ -451,7 +453,7 @@ def detect_faces(
     if rnet is not None and len(boxes):
         sizes = torch.tensor([img.shape[-2:] for img in imgs], dtype=torch.long, device=device)
         max_h, max_w = int(sizes[:, 0].max()), int(sizes[:, 1].max())
-        table = _integral(torch.stack([F.pad(img, (0, max_w - img.shape[-1], 0, max_h - img.shape[-2])) for img in imgs]))
+        table = integral_image(torch.stack([F.pad(img, (0, max_w - img.shape[-1], 0, max_h - img.shape[-2])) for img in imgs]))
         for name, net, size, threshold in (("rnet", rnet, RNET_SIZE, settings.thresholds[1]),
                                            ("onet", onet, ONET_SIZE, settings.thresholds[2])):
             if net is None or not len(boxes):
@@ -472,6 +474,10 @@ def detect_faces(
                 keep = min_overlap_nms(boxes, scores, image_index, t_onet)
                 boxes, scores, image_index, landmarks = boxes[keep], scores[keep], image_index[keep], landmarks[keep]
             if return_stages:
+                stages[name] = _split(n, image_index, boxes=boxes, scores=scores)
+    if return_stages:  # stages never reached (no candidate left) kept nothing
+        for name, net in (("rnet", rnet), ("onet", onet)):
+            if net is not None and name not in stages:
                 stages[name] = _split(n, image_index, boxes=boxes, scores=scores)
     if onet is not None:
         if landmarks is None:
