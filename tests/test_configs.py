@@ -34,6 +34,10 @@ TINY: dict[str, list[str]] = {
     "aflw": [*FACE_DATA, "--data.init_args.image_size=64"],
     "tinyface": [*FACE_DATA, "--data.init_args.hr_size=32", "--data.init_args.synth_scene_size=64",
                  "--data.init_args.crops_per_image=2", "--data.init_args.min_crop_size=8"],
+    "mtcnn": [*FACE_DATA, "--data.init_args.image_size=64", "--data.init_args.synth_render_size=64",
+              "--data.init_args.synth_train_size=2", "--data.init_args.synth_val_size=2",
+              "--data.init_args.synth_max_faces=3", "--data.init_args.samples_per_image=8",
+              "--data.init_args.cache_dir=null"],
 }
 
 
