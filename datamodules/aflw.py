@@ -7,7 +7,9 @@ Layout under ``data_dir`` (see README "AFLW")::
     aflw.sqlite               (21 named points, FaceRect, FacePose)
     flickr/<0,2,3>/<image>.jpg
 
-AFLW-19 is evaluated with the box-size NME normaliser (sqrt(w * h) of the protocol's box).
+AFLW-19 is evaluated with the ``face_box`` NME normaliser (sqrt(w * h) of the protocol's box).
+Checkpoints are chosen on ``val``, a hold-out of ``val_fraction`` of the training photos; the test
+split (``test_subset``) is scored once by ``python cli.py test``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Literal
 from torch.utils.data import Dataset
 
 from datamodules.base import CropDataModule
+from facelit.datasets.holdout import DEFAULT_VAL_FRACTION, holdout_split
 
 __all__ = ["AFLWDataModule"]
 
@@ -26,10 +29,10 @@ class AFLWDataModule(CropDataModule):
 
     Args:
         protocol: ``aflw19`` (train/test split of AFLWinfo_release.mat; ``test_subset`` picks full or
-            frontal) or ``sqlite`` (all faces of aflw.sqlite with AFLW-21 points; validation is a
-            held-out 10% by index).
+            frontal) or ``sqlite`` (all faces of aflw.sqlite with AFLW-21 points; no test split).
         test_subset: ``test`` (4,386 faces) or ``frontal`` (1,165) for the AFLW-19 protocol.
         margin: crop margin around the face box.
+        val_fraction: share of the training photos held out for validation (both protocols).
         **kwargs: CropDataModule arguments (data_dir, scheme, image_size, batch_size, ...).
     """
 
@@ -38,6 +41,7 @@ class AFLWDataModule(CropDataModule):
         protocol: Literal["aflw19", "sqlite"] = "aflw19",
         test_subset: Literal["test", "frontal"] = "test",
         margin: float = 0.125,
+        val_fraction: float = DEFAULT_VAL_FRACTION,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("scheme", "aflw19")
@@ -48,6 +52,7 @@ class AFLWDataModule(CropDataModule):
         self.protocol = protocol
         self.test_subset = test_subset
         self.margin = margin
+        self.val_fraction = val_fraction
 
     def real_datasets(self) -> tuple[Dataset, Dataset, Dataset | None]:
         from torch.utils.data import Subset
@@ -55,10 +60,11 @@ class AFLWDataModule(CropDataModule):
         from facelit.datasets.aflw import AFLW19Dataset, AFLWSqliteDataset
 
         if self.protocol == "aflw19":
-            train = AFLW19Dataset(self.data_dir, "train", self.image_size, self.margin)
-            test = AFLW19Dataset(self.data_dir, self.test_subset, self.image_size, self.margin)
-            return train, test, test
+            train, val, test = (
+                AFLW19Dataset(self.data_dir, split, self.image_size, self.margin, val_fraction=self.val_fraction)
+                for split in ("train", "val", self.test_subset)
+            )
+            return train, val, test
         full = AFLWSqliteDataset(self.data_dir, self.image_size, self.margin)
-        n_val = max(1, len(full) // 10)
-        indices = list(range(len(full)))
-        return Subset(full, indices[n_val:]), Subset(full, indices[:n_val]), None
+        train_idx, val_idx = holdout_split(full.filepaths, self.val_fraction)
+        return Subset(full, train_idx), Subset(full, val_idx), None

@@ -33,6 +33,9 @@
 
     Splits: ``train`` = the first 20,000 entries of ``ra``, ``test`` = the rest (4,386 in the release),
     ``frontal`` = the test faces whose 19 ``mask_new`` flags are all 1 (1,165 in the release). The
+    release has no validation split: with ``val_fraction > 0``, ``val`` holds out that share of the
+    training *photos* (all faces of a photo on one side, :mod:`facelit.datasets.holdout`) and
+    ``train`` keeps the rest; checkpoints are chosen on ``val``, and ``test``/``frontal`` are scored once. The
     coordinates of all 19 points are given; the benchmark scores all of them (``visible`` all True);
     ``use_mask=True`` makes ``visible`` follow ``mask_new`` instead. NME: normaliser ``"box"`` with the
     sample's ``box`` (the dataset box, ``sqrt(w * h)``).
@@ -65,6 +68,7 @@ from facelit.datasets.crops import (
     make_crop_sample,
     square_box,
 )
+from facelit.datasets.holdout import holdout_split
 from facelit.geometry.schemes import AFLW19, AFLW21
 
 __all__ = [
@@ -103,7 +107,7 @@ AFLW_FEATURE_NAMES: dict[str, str] = {
 }
 
 AFLW19_NUM_TRAIN = 20000
-AFLW19_SPLITS = ("train", "test", "frontal")
+AFLW19_SPLITS = ("train", "val", "test", "frontal")
 
 _REQUIRED_TABLES = ("FaceImages", "Faces", "FaceRect", "FacePose", "FeatureCoords", "FeatureCoordTypes")
 
@@ -301,12 +305,14 @@ class AFLW19Dataset(Dataset):
 
     Args:
         root: folder holding ``AFLWinfo_release.mat`` and ``flickr/``.
-        split: ``"train"``, ``"test"`` or ``"frontal"``.
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"frontal"``.
         size: crop side in pixels.
         margin: crop margin, fraction of the box side on each side.
         use_mask: ``visible`` from ``mask_new`` instead of all True.
         num_train: length of the training part of ``ra`` (20,000 in the benchmark).
         mat_name: file name of the annotation file inside ``root``.
+        val_fraction: share of the training photos held out as ``"val"`` (0: none, ``"train"`` is
+            the benchmark's 20,000 faces).
     """
 
     def __init__(
@@ -318,10 +324,13 @@ class AFLW19Dataset(Dataset):
         use_mask: bool = False,
         num_train: int = AFLW19_NUM_TRAIN,
         mat_name: str = "AFLWinfo_release.mat",
+        val_fraction: float = 0.0,
     ) -> None:
         _check_size_margin(size, margin)
         if split not in AFLW19_SPLITS:
             raise ValueError(f"unknown AFLW-19 split {split!r}; known: {AFLW19_SPLITS}")
+        if split == "val" and val_fraction == 0:
+            raise ValueError("the AFLW-19 'val' split needs val_fraction > 0 (the release has no validation split)")
         self.root = Path(root)
         self.split = split
         self.size = size
@@ -334,8 +343,11 @@ class AFLW19Dataset(Dataset):
                 f"num_train={num_train} must lie in (0, {order.size}) for {self.root / mat_name}"
             )
         mask = info["mask_new"] > 0.5
-        if split == "train":
+        if split in ("train", "val"):
             idx = order[:num_train]
+            if val_fraction != 0:
+                train, val = holdout_split([info["names"][i] for i in idx], val_fraction)
+                idx = idx[train if split == "train" else val]
         else:
             idx = order[num_train:]
             if split == "frontal":

@@ -9,6 +9,10 @@ CSV layout (one header line, then one face per line)::
 rounded). The HRNet splits: ``300w_test`` (600), ``valid`` (689 = ``valid_common`` 554 +
 ``valid_challenge`` 135). NME: normaliser ``"inter_ocular"`` (points 36 and 45).
 
+HRNet's ``valid`` files are the 300W *test* sets of the literature (common, challenging, full), so
+they are not a validation split: with ``val_fraction > 0``, :class:`W300Dataset` holds out that
+share of the training photos instead (``split="val"``, by image name, :mod:`facelit.datasets.holdout`).
+
 Convention
 ----------
 The points are the iBUG ``.pts`` values: 1-based with integers at pixel centres (MATLAB), converted
@@ -30,14 +34,16 @@ import torch
 from torch.utils.data import Dataset
 
 from facelit.datasets.crops import MATLAB_TO_AREA, load_rgb, make_crop_sample
+from facelit.datasets.holdout import holdout_split
 from facelit.geometry.schemes import IBUG68
 
-__all__ = ["W300Record", "read_300w_csv", "W300Dataset", "HRNET_BOX_UNIT"]
+__all__ = ["W300Record", "read_300w_csv", "W300Dataset", "HRNET_BOX_UNIT", "W300_SPLITS"]
 
 log = logging.getLogger(__name__)
 
 HRNET_BOX_UNIT = 200.0  # HRNet's scale unit: box side = 200 * scale
 _HEADER = ("image_name", "scale", "center_w", "center_h")
+W300_SPLITS = ("all", "train", "val")
 _NUM_FIELDS = len(_HEADER) + 2 * IBUG68.num_points
 
 
@@ -126,10 +132,19 @@ class W300Dataset(Dataset):
         csv_path: the annotation CSV.
         size: crop side in pixels.
         scale_factor: crop side = ``200 * scale * scale_factor`` (HRNet: 1.25).
+        split: ``"all"`` rows of the CSV, or ``"train"`` / ``"val"``: the rows outside / inside the
+            hold-out of ``val_fraction`` of the photos (for the training CSV).
+        val_fraction: share of the photos held out by ``"train"`` / ``"val"``.
     """
 
     def __init__(
-        self, root: str | Path, csv_path: str | Path, size: int = 256, scale_factor: float = 1.25
+        self,
+        root: str | Path,
+        csv_path: str | Path,
+        size: int = 256,
+        scale_factor: float = 1.25,
+        split: str = "all",
+        val_fraction: float = 0.05,
     ) -> None:
         if size < 1:
             raise ValueError(f"size must be >= 1, got {size}")
@@ -139,8 +154,13 @@ class W300Dataset(Dataset):
         self.csv_path = Path(csv_path)
         self.size = size
         self.scale_factor = scale_factor
+        if split not in W300_SPLITS:
+            raise ValueError(f"unknown 300W split {split!r}; known: {W300_SPLITS}")
         self.records = read_300w_csv(self.csv_path)
-        log.info("300W: %d faces from %s", len(self.records), self.csv_path)
+        if split != "all":
+            train, val = holdout_split([r.image_name for r in self.records], val_fraction)
+            self.records = [self.records[i] for i in (train if split == "train" else val)]
+        log.info("300W %s: %d faces from %s", split, len(self.records), self.csv_path)
 
     def __len__(self) -> int:
         return len(self.records)

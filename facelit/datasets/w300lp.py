@@ -23,6 +23,18 @@ Landmark sources (documented choices):
   ``flip_landmarks="pt2d"`` the ``pt2d`` of the Flip image's own ``.mat`` as stored.
 * AFLW2000-3D: x, y rows of ``pt3d_68`` (the common evaluation protocol; ``pt2d`` there has 21 points).
 
+Splits (no checkpoint is ever chosen on the test set):
+
+* 300W-LP has no validation split in the release. ``split="train"`` / ``"val"`` hold out a share of
+  the **source faces** (:mod:`facelit.datasets.holdout`): the source face of ``AFW_134212_1_7`` is
+  ``AFW_134212_1`` (the name without its trailing view index), and every synthesised view of it,
+  in ``AFW/`` and in ``AFW_Flip/``, falls on the same side. The validation side reads the unflipped
+  folders only (the ``_Flip`` images are mirrored copies of the same views).
+* AFLW2000-3D is the test set, scored once. The landmark protocol of 3DDFA, PRNet and 3DDFA-V2
+  scores **all 2,000 images** (yaw bins [0, 30], (30, 60], (60, 90]: 1,312 / 383 / 305); the
+  ``|yaw|, |pitch|, |roll| <= 99`` filter (1,969 images) belongs to the head-pose benchmarks and is
+  the explicit option ``max_abs_angle=99``.
+
 Pose: ``Pose_Para[:3]`` (pitch, yaw, roll in radians) through
 :func:`facelit.geometry.pose.ypr_from_300wlp_pose_para`.
 
@@ -48,16 +60,31 @@ import torch
 from torch.utils.data import Dataset
 
 from facelit.datasets.crops import MATLAB_TO_AREA, crop_box_from_points, load_rgb, make_crop_sample
+from facelit.datasets.holdout import holdout_split
 from facelit.geometry.pose import ypr_from_300wlp_pose_para
 from facelit.geometry.schemes import IBUG68
 
-__all__ = ["W300LP_SUBSETS", "read_mat_array", "W300LPDataset", "AFLW2000Dataset"]
+__all__ = [
+    "W300LP_SUBSETS", "W300LP_SPLITS", "HEAD_POSE_MAX_ABS_ANGLE", "read_mat_array", "source_face",
+    "W300LPDataset", "AFLW2000Dataset",
+]
 
 log = logging.getLogger(__name__)
 
 W300LP_SUBSETS = ("AFW", "HELEN", "IBUG", "LFPW")
+W300LP_SPLITS = ("train", "val")
 FLIP_SUFFIX = "_Flip"
 NUM_POINTS = IBUG68.num_points
+HEAD_POSE_MAX_ABS_ANGLE = 99.0  # the head-pose benchmarks' AFLW2000 filter (1,969 of 2,000 images)
+
+
+def source_face(stem: str) -> str:
+    """The 300W face a 300W-LP image was synthesised from: its name without the view index
+    (``HELEN_100032540_1_3`` -> ``HELEN_100032540_1``, ``LFPW_image_test_0001_0`` -> ``LFPW_image_test_0001``)."""
+    head, sep, view = stem.rpartition("_")
+    if not sep or not head or not view.isdigit():
+        raise ValueError(f"300W-LP image name {stem!r} does not end with _<view index>")
+    return head
 
 
 def read_mat_array(path: Path, key: str, shapes: Sequence[tuple[int, ...]]) -> np.ndarray:
@@ -140,6 +167,9 @@ class W300LPDataset(_MatFaceDataset):
         size: crop side in pixels.
         margin: crop margin, fraction of the landmark box side added on each side.
         flip_landmarks: ``"mirror"`` or ``"pt2d"``: landmark source of the Flip images.
+        split: ``"train"`` (every image but those of the held-out source faces) or ``"val"`` (the
+            held-out source faces, unflipped folders only); see the module docstring.
+        val_fraction: share of the source faces held out (0: none, ``"train"`` is the whole release).
     """
 
     def __init__(
@@ -150,11 +180,16 @@ class W300LPDataset(_MatFaceDataset):
         size: int = 256,
         margin: float = 0.25,
         flip_landmarks: str = "mirror",
+        split: str = "train",
+        val_fraction: float = 0.0,
     ) -> None:
         super().__init__(size, margin)
         self.root = Path(root)
         if flip_landmarks not in ("mirror", "pt2d"):
             raise ValueError(f"flip_landmarks must be 'mirror' or 'pt2d', got {flip_landmarks!r}")
+        if split not in W300LP_SPLITS:
+            raise ValueError(f"unknown 300W-LP split {split!r}; known: {W300LP_SPLITS}")
+        self.split = split
         self.flip_landmarks = flip_landmarks
         unknown = [s for s in subsets if s not in W300LP_SUBSETS]
         if unknown:
@@ -178,7 +213,13 @@ class W300LPDataset(_MatFaceDataset):
                         f"{len(missing)} images in {folder} have no .mat annotation, e.g. {example}"
                     )
                 self.items += [(subset, s, flipped) for s in stems]
-        log.info("300W-LP: %d images from %s", len(self.items), self.root)
+        if val_fraction == 0 and split == "val":
+            raise ValueError("the 300W-LP 'val' split needs val_fraction > 0 (the release has no validation split)")
+        if val_fraction != 0:
+            train, val = holdout_split([source_face(stem) for _, stem, _ in self.items], val_fraction)
+            keep = train if split == "train" else [i for i in val if not self.items[i][2]]
+            self.items = [self.items[i] for i in keep]
+        log.info("300W-LP %s: %d images from %s", split, len(self.items), self.root)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -219,20 +260,21 @@ class W300LPDataset(_MatFaceDataset):
 class AFLW2000Dataset(_MatFaceDataset):
     """AFLW2000-3D face crops with 68 landmarks (``pt3d_68``) and head pose.
 
-    The standard protocol drops the images whose yaw, pitch or roll exceeds ``max_abs_angle``
-    degrees in absolute value (99 leaves 1,969 of the 2,000 images); the count is logged and kept in
-    ``num_filtered``. Evaluate with the ``"bbox"`` NME normaliser and yaw bins
-    (:class:`facelit.metrics.landmarks.LandmarkMetrics`).
+    The landmark protocol scores all 2,000 images (``max_abs_angle=None``, the default) with the
+    ``"landmark_box"`` NME normaliser and yaw bins (:class:`facelit.metrics.landmarks.LandmarkMetrics`).
+    The head-pose benchmarks drop the images whose yaw, pitch or roll exceeds
+    :data:`HEAD_POSE_MAX_ABS_ANGLE` (99) degrees in absolute value (1,969 remain): pass
+    ``max_abs_angle`` for that; the count is logged and kept in ``num_filtered``.
 
     Args:
         root: folder holding ``image*.jpg`` and the same-name ``.mat`` files.
         size: crop side in pixels.
         margin: crop margin, fraction of the landmark box side added on each side.
-        max_abs_angle: pose filter in degrees (``None`` keeps all images).
+        max_abs_angle: pose filter in degrees (``None``: all images, the landmark protocol).
     """
 
     def __init__(
-        self, root: str | Path, size: int = 256, margin: float = 0.25, max_abs_angle: float | None = 99.0
+        self, root: str | Path, size: int = 256, margin: float = 0.25, max_abs_angle: float | None = None
     ) -> None:
         super().__init__(size, margin)
         self.root = Path(root)

@@ -281,10 +281,10 @@ def test_aflw2000_filter_landmarks_and_dots(tmp_path):
                 roi=np.zeros((1, 4)),
             ),
         )
-    ds = AFLW2000Dataset(root, size=64, margin=0.25)
+    assert len(AFLW2000Dataset(root, size=64)) == 3  # the landmark protocol scores every image
+    ds = AFLW2000Dataset(root, size=64, margin=0.25, max_abs_angle=99.0)  # the head-pose filter, on request
     assert ds.num_filtered == 1 and len(ds) == 2
     assert [s[0] for s in ds.items] == ["image00002", "image00006"]
-    assert len(AFLW2000Dataset(root, size=64, max_abs_angle=None)) == 3
     s = ds[1]
     assert torch.allclose(
         s["pose"], torch.tensor([math.degrees(-1.2), math.degrees(-0.3), math.degrees(0.1)])
@@ -455,7 +455,7 @@ def test_aflw19_splits_boxes_and_dots(tmp_path):
     masked = AFLW19Dataset(tmp_path, "test", size=64, num_train=4, use_mask=True)[0]
     assert torch.equal(masked["landmarks_visible"], masked["meta"]["mask_new"])
     with pytest.raises(ValueError, match="unknown AFLW-19 split"):
-        AFLW19Dataset(tmp_path, "val")
+        AFLW19Dataset(tmp_path, "dev")
 
 
 def test_aflw19_bad_input(tmp_path):
