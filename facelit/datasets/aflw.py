@@ -35,10 +35,10 @@
     ``frontal`` = the test faces whose 19 ``mask_new`` flags are all 1 (1,165 in the release). The
     release has no validation split: with ``val_fraction > 0``, ``val`` holds out that share of the
     training *photos* (all faces of a photo on one side, :mod:`facelit.datasets.holdout`) and
-    ``train`` keeps the rest; checkpoints are chosen on ``val``, and ``test``/``frontal`` are scored once. The
-    coordinates of all 19 points are given; the benchmark scores all of them (``visible`` all True);
-    ``use_mask=True`` makes ``visible`` follow ``mask_new`` instead. NME: normaliser ``"box"`` with the
-    sample's ``box`` (the dataset box, ``sqrt(w * h)``).
+    ``train`` keeps the rest; checkpoints are chosen on ``val``, and ``test``/``frontal`` are scored
+    once. The coordinates of all 19 points are given; the benchmark scores all of them (``visible``
+    all True); ``use_mask=True`` makes ``visible`` follow ``mask_new`` instead. NME: normaliser
+    ``"face_box"`` with the sample's ``boxes`` (the dataset box, ``sqrt(w * h)``).
 
 Convention
 ----------
@@ -301,7 +301,8 @@ class AFLW19Dataset(Dataset):
     """AFLW-19 benchmark faces from ``AFLWinfo_release.mat`` (see the module docstring).
 
     The crop is a square around the dataset box: side ``max(w, h) * (1 + 2 * margin)`` (the default
-    0.125 gives HRNet's 1.25 x box). ``box`` is the dataset box in crop pixels, the NME normaliser.
+    0.125 gives HRNet's 1.25 x box). ``boxes`` is the dataset box in crop pixels, the ``face_box``
+    NME normaliser.
 
     Args:
         root: folder holding ``AFLWinfo_release.mat`` and ``flickr/``.
