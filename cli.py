@@ -36,7 +36,15 @@ import yaml
 from jsonargparse import Namespace
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-__all__ = ["LINKS", "FaceLitArgumentParser", "FaceLitCLI", "LinkError", "LoggerSaveConfigCallback", "main"]
+__all__ = [
+    "LINKS",
+    "FaceLitArgumentParser",
+    "FaceLitCLI",
+    "LinkError",
+    "LoggerSaveConfigCallback",
+    "main",
+    "pin_slurm_log_version",
+]
 
 # (source, target) in full: data.init_args.<name> -> model.init_args.<name>. A link applies when the
 # chosen datamodule class and the chosen model class both declare <name>.
@@ -195,8 +203,37 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
                 logger.log_hyperparams({"config": as_dict})
 
 
+def pin_slurm_log_version(trainer_config: Namespace) -> str | None:
+    """Under a SLURM batch job (when Lightning's ``SLURMEnvironment`` auto-requeues), give every
+    logger without an explicit ``version`` the version ``slurm-<job id>``, so that a requeued job
+    (same job id) logs and checkpoints into the same run directory instead of a new ``version_N``.
+
+    Returns:
+        The version set, or ``None`` outside a SLURM batch job.
+    """
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    if not SLURMEnvironment.detect() or SLURMEnvironment.job_id() is None:
+        return None
+    version = f"slurm-{SLURMEnvironment.job_id()}"
+    loggers = trainer_config.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if not isinstance(logger, Namespace):
+            continue
+        if "version" in _class_params(logger.get("class_path")) and logger.get("init_args.version") is None:
+            logger["init_args.version"] = version
+    return version
+
+
 class FaceLitCLI(LightningCLI):
-    """LightningCLI whose parser applies facelit's ``LINKS`` (see the module docstring)."""
+    """LightningCLI whose parser applies facelit's ``LINKS`` (see the module docstring) and whose
+    loggers keep one run directory across SLURM requeues (:func:`pin_slurm_log_version`)."""
+
+    def before_instantiate_classes(self) -> None:
+        subcommand = self.config.get("subcommand")
+        section = self.config.get(subcommand) if subcommand else self.config
+        if isinstance(section, Namespace) and isinstance(section.get("trainer"), Namespace):
+            pin_slurm_log_version(section.trainer)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         if isinstance(parser, FaceLitArgumentParser):

@@ -15,9 +15,17 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-__all__ = ["AugmentMode", "CachedDataset", "CropDataModule", "FaceDataModule", "TransformDataset"]
+__all__ = [
+    "AugmentMode",
+    "CachedDataset",
+    "CropDataModule",
+    "EpochShuffleSampler",
+    "FaceDataModule",
+    "ResumableDataLoader",
+    "TransformDataset",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +83,78 @@ class CachedDataset(Dataset):
         return sample
 
 
+class EpochShuffleSampler(DistributedSampler):
+    """Shuffled indices seeded by (seed, epoch), sharded over ranks, resumable in the middle of an epoch.
+
+    The order of epoch e is ``torch.randperm`` seeded with ``seed + e`` (``DistributedSampler``'s rule),
+    so it does not depend on how many epochs this process has run: a resumed run draws the same
+    order as an uninterrupted one. Lightning calls :meth:`set_epoch` before every epoch and leaves a
+    ``DistributedSampler`` in place under DDP (each rank takes its shard of the same permutation).
+    After :meth:`resume` ``(epoch, batches)``, the next pass over ``epoch`` starts after the first
+    ``batches`` batches of this rank's shard.
+
+    Args:
+        dataset: the dataset (only its length is used).
+        batch_size: per-rank batch size (to turn consumed batches into consumed indices).
+        seed: shuffle seed.
+        num_replicas, rank: DDP world size and this rank (1, 0 without DDP).
+        drop_last: drop the tail that does not divide evenly over the ranks.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=drop_last
+        )
+        self.batch_size = batch_size
+        self._resume: tuple[int, int] | None = None
+
+    def resume(self, epoch: int, batches: int) -> None:
+        """Skip the first ``batches`` batches of the next pass over ``epoch``."""
+        self._resume = (int(epoch), int(batches))
+
+    def __iter__(self):  # type: ignore[override]
+        indices = list(super().__iter__())
+        if self._resume is not None:
+            epoch, batches = self._resume
+            self._resume = None
+            if epoch == self.epoch:
+                indices = indices[batches * self.batch_size :]
+        return iter(indices)
+
+
+class ResumableDataLoader(DataLoader):
+    """A training DataLoader whose position in the epoch is saved in Lightning checkpoints.
+
+    Lightning saves ``state_dict()`` of a loader that has one and calls ``load_state_dict`` before the
+    resumed run iterates it. The position is the number of batches the trainer finished in the
+    current epoch (``progress()``), not the number the loader yielded (Lightning prefetches).
+
+    Args:
+        sampler: an :class:`EpochShuffleSampler`.
+        progress: returns the batches of the current epoch the trainer has processed.
+        **kwargs: DataLoader arguments.
+    """
+
+    def __init__(self, dataset: Dataset, sampler: EpochShuffleSampler, progress: Callable[[], int],
+                 **kwargs: Any) -> None:
+        super().__init__(dataset, sampler=sampler, **kwargs)
+        self.progress = progress
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": int(self.sampler.epoch), "batches": int(self.progress())}  # type: ignore[attr-defined]
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.resume(state["epoch"], state["batches"])  # type: ignore[attr-defined]
+
+
 class FaceDataModule(pl.LightningDataModule):
     """Base datamodule.
 
@@ -88,6 +168,11 @@ class FaceDataModule(pl.LightningDataModule):
         pin_memory: pin host memory (useful with GPUs).
         synth_cache: render the synthetic sets once into memory (fast epochs over a fixed set)
             instead of rendering every index on the fly (a new sample per index, no memory).
+
+    The init arguments of the concrete class (subclass arguments included) are saved as
+    hyperparameters, hence in every checkpoint (``datamodule_hyper_parameters``). The training
+    order is seeded by (seed, epoch) and resumes mid-epoch where the checkpoint left it
+    (:class:`EpochShuffleSampler`, :class:`ResumableDataLoader`).
     """
 
     def __init__(
@@ -102,6 +187,7 @@ class FaceDataModule(pl.LightningDataModule):
         synth_cache: bool = False,
     ) -> None:
         super().__init__()
+        self.save_hyperparameters()
         if augment not in ("cpu", "gpu", "none"):
             raise ValueError(f"augment must be 'cpu', 'gpu' or 'none', got {augment!r}")
         if batch_size < 1:
@@ -152,21 +238,36 @@ class FaceDataModule(pl.LightningDataModule):
     def setup(self, stage: str) -> None:
         self.build_datasets(stage)
 
+    def _batches_processed(self) -> int:
+        """Training batches of the current epoch the trainer has finished (0 without a trainer)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+
     def _loader(self, dataset: Dataset | None, shuffle: bool, batch_size: int, name: str) -> DataLoader:
+        """A DataLoader over ``dataset``; ``shuffle`` gives the resumable (seed, epoch) training order."""
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__} has no {name} set for this stage")
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
-            dataset,
+        kwargs: dict[str, Any] = dict(
             batch_size=batch_size,
-            shuffle=shuffle,
             num_workers=self.num_workers,
             collate_fn=self.collate_fn,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            drop_last=shuffle and len(dataset) >= batch_size,  # type: ignore[arg-type]
-            generator=generator,
         )
+        if not shuffle:
+            return DataLoader(dataset, **kwargs)
+        trainer = self.trainer
+        sampler = EpochShuffleSampler(
+            dataset,
+            batch_size,
+            seed=self.seed,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+        )
+        drop_last = len(sampler) >= batch_size
+        return ResumableDataLoader(dataset, sampler, self._batches_processed, drop_last=drop_last, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, True, self.batch_size, "train")

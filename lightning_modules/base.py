@@ -9,6 +9,7 @@ as ``--model.init_args.lr`` etc.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Literal
 
@@ -16,10 +17,17 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-__all__ = ["FaceModule", "build_optimizer", "build_scheduler"]
+log = logging.getLogger(__name__)
+
+__all__ = ["FaceModule", "NonFiniteLossError", "build_optimizer", "build_scheduler"]
 
 OptimizerName = Literal["sgd", "adam", "adamw"]
 SchedulerName = Literal["none", "cosine", "multistep"]
+NonFinitePolicy = Literal["stop", "skip"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss was NaN or infinite (``FaceModule(nonfinite="stop")``)."""
 
 
 def build_optimizer(
@@ -83,6 +91,11 @@ class FaceModule(pl.LightningModule):
         milestones: ``multistep`` decay points as fractions of the run.
         gamma: ``multistep`` decay factor.
         channels_last: convert the model and the input images to channels_last (faster convs on GPU).
+        nonfinite: what a NaN/infinite training loss does: ``stop`` raises :class:`NonFiniteLossError`
+            naming the step and every loss part; ``skip`` skips that batch's optimizer step, counts it
+            (``nonfinite_skipped``, logged as ``train/nonfinite_skipped``) and warns. ``skip`` needs
+            automatic optimisation on one device (under DDP the other ranks would wait for its
+            gradients).
     """
 
     def __init__(
@@ -96,8 +109,11 @@ class FaceModule(pl.LightningModule):
         milestones: tuple[float, ...] = (0.7, 0.9),
         gamma: float = 0.1,
         channels_last: bool = False,
+        nonfinite: NonFinitePolicy = "stop",
     ) -> None:
         super().__init__()
+        if nonfinite not in ("stop", "skip"):
+            raise ValueError(f"nonfinite must be 'stop' or 'skip', got {nonfinite!r}")
         self.optimizer_name = optimizer
         self.lr = lr
         self.weight_decay = weight_decay
@@ -107,6 +123,8 @@ class FaceModule(pl.LightningModule):
         self.milestones = tuple(milestones)
         self.gamma = gamma
         self.channels_last = channels_last
+        self.nonfinite = nonfinite
+        self.nonfinite_skipped = 0
 
     # ---- optimisation -------------------------------------------------------------------------
     def parameters_to_optimize(self) -> Any:
@@ -141,8 +159,31 @@ class FaceModule(pl.LightningModule):
         """
         raise NotImplementedError(f"{type(self).__name__} must implement model_step")
 
-    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+    def loss_is_finite(self, out: dict[str, torch.Tensor]) -> bool:
+        """Whether ``out["loss"]`` is finite; otherwise apply the ``nonfinite`` policy.
+
+        Raises:
+            NonFiniteLossError: with ``nonfinite="stop"``, naming the global step, the epoch and the
+                value of every scalar loss part.
+        """
+        if bool(torch.isfinite(out["loss"].detach()).all()):
+            return True
+        parts = ", ".join(f"{k}={v.detach().item():.6g}" for k, v in out.items() if v.ndim == 0)
+        message = (f"{type(self).__name__}: non-finite training loss at global step {self.global_step} "
+                   f"(epoch {self.current_epoch}): {parts}")
+        if self.nonfinite == "stop":
+            raise NonFiniteLossError(message + "; set model.init_args.nonfinite=skip to skip such batches, "
+                                     "or lower the learning rate / set trainer.gradient_clip_val")
+        self.nonfinite_skipped += 1
+        log.warning("%s; skipped (%d so far)", message, self.nonfinite_skipped)
+        return False
+
+    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor | None:
+        """``model_step`` plus logging; in training, ``None`` (no optimizer step) for a skipped
+        non-finite loss."""
         out = self.model_step(batch, stage)
+        if stage == "train" and not self.loss_is_finite(out):
+            return None
         batch_size = batch["image"].shape[0]
         on_step = stage == "train"
         self.log_dict(
@@ -157,8 +198,12 @@ class FaceModule(pl.LightningModule):
                  on_epoch=not on_step, batch_size=batch_size, sync_dist=not on_step)
         return out["loss"]
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        loss = self._step(batch, "train")
+        if self.nonfinite == "skip":
+            self.log("train/nonfinite_skipped", float(self.nonfinite_skipped), on_step=True, on_epoch=False,
+                     batch_size=batch["image"].shape[0])
+        return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "val")

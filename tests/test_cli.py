@@ -31,22 +31,36 @@ def _classes(package: str, base: type) -> list[type]:
     found = []
     for info in pkgutil.iter_modules([str(REPO / package)]):
         module = importlib.import_module(f"{package}.{info.name}")
-        found += [c for _, c in inspect.getmembers(module, inspect.isclass)
-                  if issubclass(c, base) and c.__module__ == module.__name__]
+        found += [
+            c
+            for _, c in inspect.getmembers(module, inspect.isclass)
+            if issubclass(c, base) and c.__module__ == module.__name__
+        ]
     return found
 
 
 def test_links_are_written_in_full():
     for source, target in LINKS:
-        assert source.startswith("data.init_args.") and target.startswith("model.init_args."), (source, target)
+        assert source.startswith("data.init_args.") and target.startswith("model.init_args."), (
+            source,
+            target,
+        )
         assert source.rsplit(".", 1)[1] == target.rsplit(".", 1)[1]
 
 
 def test_every_link_names_an_argument_a_datamodule_and_a_model_declare():
-    data_params = set().union(*(_class_params(f"{c.__module__}.{c.__name__}")
-                                for c in _classes("datamodules", pl.LightningDataModule)))
-    model_params = set().union(*(_class_params(f"{c.__module__}.{c.__name__}")
-                                 for c in _classes("lightning_modules", pl.LightningModule)))
+    data_params = set().union(
+        *(
+            _class_params(f"{c.__module__}.{c.__name__}")
+            for c in _classes("datamodules", pl.LightningDataModule)
+        )
+    )
+    model_params = set().union(
+        *(
+            _class_params(f"{c.__module__}.{c.__name__}")
+            for c in _classes("lightning_modules", pl.LightningModule)
+        )
+    )
     for source, target in LINKS:
         name = source.rsplit(".", 1)[1]
         assert name in data_params, f"{source}: no datamodule declares {name!r}"
@@ -60,7 +74,9 @@ def test_class_params_follow_kwargs_to_the_base_class():
 
 
 def test_links_apply_only_where_both_classes_declare_the_argument():
-    rf = applicable_links("lightning_modules.retinaface.RetinaFaceModule", "datamodules.wider_face.WiderFaceDataModule")
+    rf = applicable_links(
+        "lightning_modules.retinaface.RetinaFaceModule", "datamodules.wider_face.WiderFaceDataModule"
+    )
     assert {t for _, t in rf} == {"model.init_args.image_size", "model.init_args.mesh"}
     lm = applicable_links("lightning_modules.landmarks.LandmarkModule", "datamodules.aflw.AFLWDataModule")
     assert {t for _, t in lm} == {"model.init_args.image_size", "model.init_args.scheme"}
@@ -77,8 +93,10 @@ def test_print_config_prints_linked_model_values_equal_to_the_data_values(config
 
 
 def test_print_config_shows_a_data_override_on_the_model(capsys):
-    printed = _print_config(["--config", str(RETINAFACE_DEMO), "--data.init_args.image_size=96",
-                             "--data.init_args.mesh=true"], capsys)
+    printed = _print_config(
+        ["--config", str(RETINAFACE_DEMO), "--data.init_args.image_size=96", "--data.init_args.mesh=true"],
+        capsys,
+    )
     assert printed["model"]["init_args"]["image_size"] == 96 and printed["model"]["init_args"]["mesh"] is True
     assert "scheme" not in printed["model"]["init_args"]  # RetinaFaceModule declares no scheme
 
@@ -103,7 +121,14 @@ def test_a_linked_target_in_a_config_file_is_refused(tmp_path: Path, capsys):
 
 
 def test_scheme_and_image_size_flow_from_data_to_the_built_model(tmp_path):
-    cli = main(["--config", str(AFLW_DEMO), "--data.init_args.image_size=96",
-                f"--trainer.logger.init_args.save_dir={tmp_path}"], run=False)
+    cli = main(
+        [
+            "--config",
+            str(AFLW_DEMO),
+            "--data.init_args.image_size=96",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ],
+        run=False,
+    )
     assert cli.model.scheme.name == "aflw19" and cli.model.image_size == 96
     assert cli.model.net.num_points == 19

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
-import yaml
 
 from cli import main
 
@@ -37,18 +37,33 @@ SMALL = [
 ]
 
 
-def _run_cli(args: list[str], env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def _run_cli(
+    args: list[str], env: dict[str, str] | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "cli.py"), *args], cwd=REPO, env=full_env, capture_output=True,
-        text=True, timeout=timeout,
+        [sys.executable, str(REPO / "cli.py"), *args],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     return proc
 
 
 def test_load_from_checkpoint_rebuilds_the_right_module(tmp_path: Path):
-    cli = main(["fit", "--config", str(DEMO), *SMALL, "--trainer.max_steps=1", f"--trainer.logger.init_args.save_dir={tmp_path}",
-                f"--trainer.default_root_dir={tmp_path}"])
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(DEMO),
+            *SMALL,
+            "--trainer.max_steps=1",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
     ckpt = tmp_path / "model.ckpt"
     cli.trainer.save_checkpoint(ckpt)
     import pytorch_lightning as pl
@@ -67,7 +82,13 @@ def test_load_from_checkpoint_rebuilds_the_right_module(tmp_path: Path):
 
 def test_resume_from_last_ckpt_continues_at_the_right_step(tmp_path: Path):
     record = tmp_path / "steps.json"
-    common = ["--config", str(DEMO), *SMALL, f"--trainer.logger.init_args.save_dir={tmp_path}", f"--trainer.default_root_dir={tmp_path}"]
+    common = [
+        "--config",
+        str(DEMO),
+        *SMALL,
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
     first = main([*common, "--trainer.max_steps=3"], run=False)
     first.trainer.fit(first.model, first.datamodule)
     last = Path(first.trainer.checkpoint_callback.last_model_path)
@@ -80,6 +101,66 @@ def test_resume_from_last_ckpt_continues_at_the_right_step(tmp_path: Path):
     second.trainer.fit(second.model, second.datamodule, ckpt_path=str(last))
     assert json.loads(record.read_text()) == [3, 4]
     assert second.trainer.global_step == 5
+
+
+def test_resumed_run_continues_the_epoch_order_of_an_uninterrupted_run(tmp_path: Path):
+    """A checkpoint saved in the middle of epoch 0 (step 2 of 4 per epoch): the run resumed from it
+    trains on the batches of the uninterrupted run (same samples, same order, into epoch 1)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from tests.support import RecordBatches
+
+    def fit(name: str, ckpt: Path | None = None) -> list:
+        record = tmp_path / f"{name}.json"
+        cli = main(
+            [
+                "--config",
+                str(DEMO),
+                *SMALL,
+                "--data.init_args.augment=none",
+                "--trainer.max_steps=6",
+                f"--trainer.logger.init_args.save_dir={tmp_path / name}",
+                f"--trainer.default_root_dir={tmp_path / name}",
+            ],
+            run=False,
+        )
+        cli.trainer.callbacks.append(RecordBatches(str(record)))
+        if ckpt is None:
+            every = ModelCheckpoint(tmp_path / "every", "{step}", every_n_train_steps=2, save_top_k=-1)
+            cli.trainer.callbacks.append(every)
+        cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(ckpt) if ckpt else None)
+        return json.loads(record.read_text())
+
+    straight = fit("straight")
+    mid_epoch = tmp_path / "every" / "step=2.ckpt"
+    state = torch.load(mid_epoch, weights_only=False)
+    assert state["global_step"] == 2 and state["epoch"] == 0
+    assert state["datamodule_hyper_parameters"]["synth_train_size"] == 8  # the datamodule's init args
+    resumed = fit("resumed", mid_epoch)
+    assert [s for s, _ in straight] == [0, 1, 2, 3, 4, 5] and [s for s, _ in resumed] == [2, 3, 4, 5]
+    assert resumed == straight[2:]
+    assert sorted(straight[0][1] + straight[1][1]) != sorted(straight[4][1] + straight[5][1])  # reshuffled
+
+
+def test_epoch_shuffle_sampler_depends_on_seed_and_epoch_only_and_shards_evenly():
+    from datamodules.base import EpochShuffleSampler
+
+    data = list(range(10))
+    fresh, used = EpochShuffleSampler(data, 2, seed=3), EpochShuffleSampler(data, 2, seed=3)
+    for epoch in range(3):  # a sampler that has run epochs 0..2 and a fresh one agree on epoch 2
+        used.set_epoch(epoch)
+        list(used)
+    fresh.set_epoch(2)
+    assert list(fresh) == list(used) and sorted(fresh) == data
+    fresh.set_epoch(1)
+    assert list(fresh) != list(used)
+    fresh.set_epoch(2)
+    fresh.resume(epoch=2, batches=2)
+    assert list(fresh) == list(used)[4:] and list(fresh) == list(used)  # the skip applies once
+    fresh.resume(epoch=1, batches=2)  # a position in another epoch is ignored
+    assert list(fresh) == list(used)
+    shards = [EpochShuffleSampler(data, 1, seed=3, num_replicas=2, rank=r) for r in (0, 1)]
+    assert sorted(list(shards[0]) + list(shards[1])) == data
 
 
 def _fake_slurm_env(tmp_path: Path, job_id: str = "4242") -> dict[str, str]:
@@ -107,12 +188,26 @@ def test_slurm_sigusr1_saves_hpc_checkpoint_requeues_and_resumes(tmp_path: Path)
     env = _fake_slurm_env(tmp_path)
     record = tmp_path / "steps.json"
     root = tmp_path / "run"
-    args = ["fit", "--config", str(DEMO), *SMALL, f"--trainer.logger.init_args.save_dir={tmp_path}", f"--trainer.default_root_dir={root}",
-            "--trainer.max_steps=5"]
+    args = [
+        "fit",
+        "--config",
+        str(DEMO),
+        *SMALL,
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        f"--trainer.default_root_dir={root}",
+        "--trainer.max_steps=5",
+    ]
     record_args = ["--trainer.callbacks+=tests.support.RecordSteps", f"--trainer.callbacks.path={record}"]
     # SignalThenDie runs before RecordSteps, so the batch it kills is not recorded.
-    killed = _run_cli([*args, "--trainer.callbacks+=tests.support.SignalThenDie", "--trainer.callbacks.step=2",
-                       *record_args], env)
+    killed = _run_cli(
+        [
+            *args,
+            "--trainer.callbacks+=tests.support.SignalThenDie",
+            "--trainer.callbacks.step=2",
+            *record_args,
+        ],
+        env,
+    )
     assert killed.returncode == 143, killed.stderr[-3000:]
     assert (tmp_path / "scontrol_calls.txt").read_text().split() == ["requeue", "4242"]
     hpc = sorted(root.glob("hpc_ckpt_*.ckpt"))
@@ -128,24 +223,44 @@ def test_sbatch_template_runs_srun_with_stable_root_and_wandb_id(tmp_path: Path)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     srun = bin_dir / "srun"
-    srun.write_text(f'#!/bin/sh\necho "WANDB_RUN_ID=$WANDB_RUN_ID WANDB_RESUME=$WANDB_RESUME" > {tmp_path}/srun.txt\n'
-                    f'echo "$@" >> {tmp_path}/srun.txt\n')
+    srun.write_text(
+        f'#!/bin/sh\necho "WANDB_RUN_ID=$WANDB_RUN_ID WANDB_RESUME=$WANDB_RESUME" > {tmp_path}/srun.txt\n'
+        f'echo "$@" >> {tmp_path}/srun.txt\n'
+    )
     srun.chmod(0o755)
     sbatch = REPO / "scripts" / "slurm" / "train.sbatch"
     text = sbatch.read_text()
     assert "#SBATCH --signal=SIGUSR1@90" in text and "#SBATCH --requeue" in text
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "777", "SLURM_JOB_NAME": "rf",
-           "SLURM_GPUS_PER_NODE": "4", "SLURM_JOB_NUM_NODES": "2", "FACELIT_RUN_ROOT": str(tmp_path / "runs")}
-    proc = subprocess.run(["bash", str(sbatch), "configs/retinaface.yaml", "--trainer.max_epochs=3"], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=60)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_JOB_ID": "777",
+        "SLURM_JOB_NAME": "rf",
+        "SLURM_GPUS_PER_NODE": "4",
+        "SLURM_JOB_NUM_NODES": "2",
+        "FACELIT_RUN_ROOT": str(tmp_path / "runs"),
+    }
+    proc = subprocess.run(
+        ["bash", str(sbatch), "configs/retinaface.yaml", "--trainer.max_epochs=3"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     first, command = (tmp_path / "srun.txt").read_text().splitlines()
     assert first == "WANDB_RUN_ID=slurm-777 WANDB_RESUME=allow"
     words = shlex.split(command)
-    assert "--ntasks-per-node=4" in words and "--trainer.devices=4" in words and "--trainer.num_nodes=2" in words
-    assert f"--trainer.default_root_dir={tmp_path}/runs/rf-777" in words and words[-1] == "--trainer.max_epochs=3"
+    assert (
+        "--ntasks-per-node=4" in words and "--trainer.devices=4" in words and "--trainer.num_nodes=2" in words
+    )
+    assert (
+        f"--trainer.default_root_dir={tmp_path}/runs/rf-777" in words
+        and words[-1] == "--trainer.max_epochs=3"
+    )
     # The arguments sbatch passes parse with our CLI.
-    cli_args = words[words.index("cli.py") + 1:]
+    cli_args = words[words.index("cli.py") + 1 :]
     cli_args = [a for a in cli_args if not a.startswith(("--trainer.accelerator", "--trainer.strategy"))]
     with pytest.raises(SystemExit) as exit_info:
         main([*cli_args, "--print_config"])
@@ -155,9 +270,20 @@ def test_sbatch_template_runs_srun_with_stable_root_and_wandb_id(tmp_path: Path)
 @pytest.mark.slow
 @pytest.mark.ddp
 def test_two_process_cpu_ddp_fit(tmp_path: Path):
-    proc = _run_cli(["fit", "--config", str(DEMO), *SMALL, "--trainer.devices=2", "--trainer.strategy=ddp_spawn",
-                     "--trainer.max_steps=2", f"--trainer.logger.init_args.save_dir={tmp_path}", f"--trainer.default_root_dir={tmp_path}"],
-                    env={"OMP_NUM_THREADS": "1"})
+    proc = _run_cli(
+        [
+            "fit",
+            "--config",
+            str(DEMO),
+            *SMALL,
+            "--trainer.devices=2",
+            "--trainer.strategy=ddp_spawn",
+            "--trainer.max_steps=2",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            f"--trainer.default_root_dir={tmp_path}",
+        ],
+        env={"OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     ckpts = list(tmp_path.rglob("last.ckpt"))
     assert len(ckpts) == 1 and torch.load(ckpts[0], weights_only=False)["global_step"] == 2
@@ -167,8 +293,18 @@ def test_wandb_offline_logs_config_scalars_and_images(tmp_path: Path, monkeypatc
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_RUN_ID", "facelit-test-run")
-    cli = main(["fit", "--config", str(DEMO), "--config", str(REPO / "configs" / "logger" / "wandb.yaml"), *SMALL,
-                "--trainer.max_steps=4", f"--trainer.default_root_dir={tmp_path}"])  # one epoch: validation runs
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(DEMO),
+            "--config",
+            str(REPO / "configs" / "logger" / "wandb.yaml"),
+            *SMALL,
+            "--trainer.max_steps=4",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )  # one epoch: validation runs
     assert cli.trainer.state.finished
     run = cli.trainer.loggers[0].experiment
     assert run.id == "facelit-test-run"
@@ -179,7 +315,12 @@ def test_wandb_offline_logs_config_scalars_and_images(tmp_path: Path, monkeypatc
     runs = list((tmp_path / "logs" / "wandb").glob("offline-run-*-facelit-test-run"))
     assert len(runs) == 1, list((tmp_path / "logs").rglob("*"))[:20]
     # What `wandb sync` uploads later; W&B's service process writes it asynchronously: wait for it.
-    expected = (b"lightning_modules.retinaface.RetinaFaceModule", b"val/ap_easy", b"train/loss", b"val/predictions")
+    expected = (
+        b"lightning_modules.retinaface.RetinaFaceModule",
+        b"val/ap_easy",
+        b"train/loss",
+        b"val/predictions",
+    )
     record_path = runs[0] / "run-facelit-test-run.wandb"
     deadline = time.monotonic() + 60
     while True:
@@ -194,8 +335,17 @@ def test_wandb_offline_logs_config_scalars_and_images(tmp_path: Path, monkeypatc
 
 @pytest.mark.slow
 def test_export_script_writes_onnx_matching_eager(tmp_path: Path):
-    cli = main(["fit", "--config", str(DEMO), *SMALL, "--trainer.max_steps=1", f"--trainer.logger.init_args.save_dir={tmp_path}",
-                f"--trainer.default_root_dir={tmp_path}"])
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(DEMO),
+            *SMALL,
+            "--trainer.max_steps=1",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
     ckpt = tmp_path / "m.ckpt"
     cli.trainer.save_checkpoint(ckpt)
     sys.path.insert(0, str(REPO / "scripts"))
@@ -205,3 +355,58 @@ def test_export_script_writes_onnx_matching_eager(tmp_path: Path):
         sys.path.pop(0)
     report = export_main(["--ckpt", str(ckpt), "--out", str(tmp_path / "rf.onnx"), "--legacy-exporter"])
     assert (tmp_path / "rf.onnx").is_file() and report["max_abs_diff_vs_eager"] < 1e-4
+
+
+def _toy_fit(nonfinite: str, bad_step: int, max_steps: int = 4):
+    """A FaceModule on random images whose loss is NaN at training batch ``bad_step``; returns the
+    module (with its weights at every batch) and the trainer."""
+    from torch.utils.data import DataLoader
+
+    from lightning_modules.base import FaceModule
+
+    class Toy(FaceModule):
+        def __init__(self, **kwargs):
+            super().__init__(optimizer="sgd", lr=0.1, scheduler="none", **kwargs)
+            self.net = torch.nn.Linear(3, 1)
+            self.weights: list[torch.Tensor] = []
+
+        def model_step(self, batch, stage):
+            self.weights.append(self.net.weight.detach().clone())
+            fit = self.net(batch["image"].mean((2, 3))).pow(2).mean()
+            bad = stage == "train" and len(self.weights) - 1 == bad_step
+            reg = torch.tensor(float("nan")) if bad else fit * 0
+            return {"loss": fit + reg, "fit": fit, "reg": reg}
+
+    images = [{"image": torch.rand(3, 4, 4)} for _ in range(8)]
+    module = Toy(nonfinite=nonfinite)
+    trainer = pl.Trainer(
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        limit_val_batches=0,
+    )
+    trainer.fit(module, DataLoader(images, batch_size=2))
+    return module, trainer
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_step_and_the_loss_parts():
+    from lightning_modules.base import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match=r"global step 2 .*fit=[0-9.e-]+, reg=nan"):
+        _toy_fit("stop", bad_step=2)
+
+
+def test_a_non_finite_loss_can_be_skipped_and_counted():
+    module, _ = _toy_fit("skip", bad_step=1, max_steps=4)
+    assert module.nonfinite_skipped == 1
+    # The skipped batch (no gradients) leaves the weights as they were; the others change them.
+    w = module.weights
+    assert (
+        len(w) == 4
+        and torch.equal(w[1], w[2])
+        and not torch.equal(w[0], w[1])
+        and not torch.equal(w[2], w[3])
+    )

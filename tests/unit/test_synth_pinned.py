@@ -30,9 +30,15 @@ CASES: dict[str, tuple[Callable[[], list[dict[str, torch.Tensor]]], list[str]]] 
         lambda: render_crops(1, [4], 40, "clean", "human", "five_point", 3),
         ["4a5f883c7933c953"],
     ),
-    "crops_horse": (lambda: render_crops(2, [0, 1], 48, "source", "horse", "animal5"), ["49d197acee597be1", "51360af48ab2c4b5"]),
+    "crops_horse": (
+        lambda: render_crops(2, [0, 1], 48, "source", "horse", "animal5"),
+        ["49d197acee597be1", "51360af48ab2c4b5"],
+    ),
     "crops_sheep": (lambda: render_crops(2, [9], 48, "source", "sheep", "animal5"), ["31bdc95c94d82716"]),
-    "scenes_source": (lambda: render_scenes(5, [0, 1], 96, 128, "source", 6), ["25cc09ecd5d94676", "eb46c797654e266e"]),
+    "scenes_source": (
+        lambda: render_scenes(5, [0, 1], 96, 128, "source", 6),
+        ["25cc09ecd5d94676", "eb46c797654e266e"],
+    ),
     "scenes_target": (lambda: render_scenes(4, [3], 80, 80, "target", 4, 4.0), ["9b4dcaec48b0631e"]),
 }
 
