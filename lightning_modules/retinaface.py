@@ -2,8 +2,14 @@
 CVPR 2020): multi-task single-stage face detection with face classification, box regression,
 five facial landmarks and (optionally) a dense mesh regressed at the positive anchors.
 
-L = L_cls + 0.25 L_box + 0.1 L_pts + 0.01 L_mesh (weights configurable), OHEM 3:1 negatives.
-Validation reports the WIDER FACE protocol's AP easy/medium/hard (``facelit.metrics.widerface``).
+L = L_cls + 0.25 L_box + 0.1 L_pts + 0.01 L_mesh (``facelit.losses.multibox.LOSS_WEIGHTS``,
+configurable), OHEM 3:1 negatives.
+
+Validation logs the WIDER FACE protocol's AP (``facelit.metrics.widerface``) on the validation
+images *letterboxed* to ``image_size``, as ``val/ap_{easy,medium,hard}@<image_size>``: a training
+signal, not the published number. The number comparable to published WIDER tables is the official
+evaluation at original resolution: ``predict`` (original-size images, one per batch) writes the
+submission layout, and ``python -m facelit.metrics.wider_eval`` scores it (README "Evaluation").
 ``predict`` writes the official submission layout (``<predict_dir>/<event>/<file>.txt``) and one
 JSON line per image (``<predict_dir>/predictions.rank<r>.jsonl``), in original-image pixels.
 
@@ -16,10 +22,13 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 
-from facelit.losses.multibox import MultiBoxLoss
+from facelit.geometry.matching import LOW_QUALITY_MIN_IOU
+from facelit.losses.multibox import LOSS_WEIGHTS, NEG_POS_RATIO, MultiBoxLoss
 from facelit.metrics.widerface import WiderFaceAP, start_detection_results, write_detection_results
 from facelit.nets.retinaface import RetinaFace, detect, detect_multiscale
+from facelit.nets.retinaface_post import NMS_THRESHOLD, SCORE_THRESHOLD, VOTE_THRESHOLD
 from lightning_modules.base import FaceModule
 
 __all__ = ["RetinaFaceModule"]
@@ -46,12 +55,21 @@ class RetinaFaceModule(FaceModule):
         cascade: a second head stage regressing from the first stage's boxes.
         pretrained / weights_file: backbone weights from a local file (nothing is fetched).
         image_size: training input size (linked from the datamodule).
-        cls_weight, box_weight, landmark_weight, mesh_weight: loss weights.
+        cls_weight, box_weight, landmark_weight, mesh_weight: loss weights (the paper's 1, 0.25, 0.1).
         neg_pos_ratio: OHEM negatives per positive.
-        pos_threshold, neg_threshold: matching IoU thresholds.
+        match_thresholds: stage-1 (positive IoU >=, negative <); None = the recipe: (0.5, 0.3), or
+            (0.7, 0.3) with ``cascade`` (paper; authors' ``RPN_POSITIVE_OVERLAP = 0.7``).
+        cascade_thresholds: stage-2 (positive >=, negative <) against the stage-1 boxes; None =
+            (0.5, 0.4) (authors' ``CASCADE_OVERLAP = [0.4, 0.5]``).
+        low_quality_min_iou: a face forces its best anchor(s) when that IoU is >= this (0.2,
+            Pytorch_Retinaface); 0 disables forcing (the authors' mxnet release).
+        use_visibility: train landmarks only on visible points. Default False: occluded but
+            annotated WIDER points (flag 1) are trained on, as both public releases do.
         score_threshold, nms_threshold: detection post-processing.
         predict_dir: where ``predict`` writes the submission layout and JSON (None: return only).
         test_scales, test_flip: multi-scale + flip test-time augmentation for ``predict``.
+        tta_merge, vote_threshold: how TTA passes merge: ``vote`` (box voting at IoU 0.4, the
+            paper) or ``nms`` (at ``nms_threshold``).
         **kwargs: optimizer arguments of :class:`FaceModule`.
     """
 
@@ -68,18 +86,22 @@ class RetinaFaceModule(FaceModule):
         pretrained: bool = False,
         weights_file: str | None = None,
         image_size: int = 640,
-        cls_weight: float = 1.0,
-        box_weight: float = 0.25,
-        landmark_weight: float = 0.1,
-        mesh_weight: float = 0.01,
-        neg_pos_ratio: float = 3.0,
-        pos_threshold: float = 0.5,
-        neg_threshold: float = 0.3,
-        score_threshold: float = 0.02,
-        nms_threshold: float = 0.4,
+        cls_weight: float = LOSS_WEIGHTS["cls"],
+        box_weight: float = LOSS_WEIGHTS["box"],
+        landmark_weight: float = LOSS_WEIGHTS["landmarks"],
+        mesh_weight: float = LOSS_WEIGHTS["mesh"],
+        neg_pos_ratio: float = NEG_POS_RATIO,
+        match_thresholds: tuple[float, float] | None = None,
+        cascade_thresholds: tuple[float, float] | None = None,
+        low_quality_min_iou: float = LOW_QUALITY_MIN_IOU,
+        use_visibility: bool = False,
+        score_threshold: float = SCORE_THRESHOLD,
+        nms_threshold: float = NMS_THRESHOLD,
         predict_dir: str | None = None,
         test_scales: Sequence[float] = (1.0,),
         test_flip: bool = False,
+        tta_merge: Literal["vote", "nms"] = "vote",
+        vote_threshold: float = VOTE_THRESHOLD,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -92,18 +114,39 @@ class RetinaFaceModule(FaceModule):
             mesh_faces, num_vertices = head.faces, head.vertices.shape[0]
         self.use_mesh = mesh
         self.image_size = image_size
-        self.net = RetinaFace(backbone, tuple(fpn_levels), fpn_channels, anchors, context, deformable, num_vertices,
-                              cascade, pretrained, weights_file)
+        self.net = RetinaFace(
+            backbone,
+            tuple(fpn_levels),
+            fpn_channels,
+            anchors,
+            context,
+            deformable,
+            num_vertices,
+            cascade,
+            pretrained,
+            weights_file,
+        )
         self.criterion = MultiBoxLoss(
-            mesh_faces=mesh_faces, cls_weight=cls_weight, box_weight=box_weight, landmark_weight=landmark_weight,
-            mesh_weight=mesh_weight, neg_pos_ratio=neg_pos_ratio, pos_threshold=pos_threshold,
-            neg_threshold=neg_threshold,
+            mesh_faces=mesh_faces,
+            cls_weight=cls_weight,
+            box_weight=box_weight,
+            landmark_weight=landmark_weight,
+            mesh_weight=mesh_weight,
+            neg_pos_ratio=neg_pos_ratio,
+            cascade=cascade,
+            match_thresholds=match_thresholds,
+            cascade_thresholds=cascade_thresholds,
+            low_quality_min_iou=low_quality_min_iou,
+            use_visibility=use_visibility,
         )
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.predict_dir = predict_dir
         self.test_scales = tuple(test_scales)
         self.test_flip = test_flip
+        self.tta_merge = tta_merge
+        self.vote_threshold = vote_threshold
+        self.uses_backbone_weights = weights_file is not None
         self.val_ap = WiderFaceAP()
         self.test_ap = WiderFaceAP()
 
@@ -112,7 +155,9 @@ class RetinaFaceModule(FaceModule):
         """Dense outputs of the net for (B, 3, H, W) images."""
         return self.net(self.prepare_images(images))
 
-    def detect(self, images: torch.Tensor, outputs: dict[str, Any] | None = None) -> list[dict[str, torch.Tensor]]:
+    def detect(
+        self, images: torch.Tensor, outputs: dict[str, Any] | None = None
+    ) -> list[dict[str, torch.Tensor]]:
         """Per image: ``boxes`` (P, 4), ``scores`` (P,), ``landmarks`` (P, 5, 2) in input pixels."""
         outputs = self(images) if outputs is None else outputs
         anchors = self.net.anchors_for(tuple(images.shape[-2:]), images.device)
@@ -141,17 +186,41 @@ class RetinaFaceModule(FaceModule):
             preds.append(torch.cat([det["boxes"] / scale, det["scores"][:, None]], dim=1).detach())
             valid = batch["valid"][i]
             difficulty = batch.get("difficulty")
-            keep = difficulty[i][valid] if difficulty is not None else torch.ones(int(valid.sum()), 3, dtype=torch.bool,
-                                                                                      device=valid.device)
+            keep = (
+                difficulty[i][valid]
+                if difficulty is not None
+                else torch.ones(int(valid.sum()), 3, dtype=torch.bool, device=valid.device)
+            )
             targets.append({"boxes": batch["boxes"][i][valid] / scale, "difficulty": keep})
         return preds, targets
 
     def _log_ap(self, stage: str) -> None:
         metric = self.val_ap if stage == "val" else self.test_ap
         values = metric.compute()
-        self.log_dict({f"{stage}/{k}": torch.as_tensor(v, dtype=torch.float32) for k, v in values.items()},
-                      prog_bar=stage == "val")
+        self.log_dict(
+            {self.ap_key(stage, k): torch.as_tensor(v, dtype=torch.float32) for k, v in values.items()},
+            prog_bar=stage == "val",
+        )
         metric.reset()
+
+    def ap_key(self, stage: str, name: str) -> str:
+        """Log key of a letterboxed-AP value, e.g. ``val/ap_easy@640`` (``name`` = ``ap_easy``)."""
+        return f"{stage}/{name}@{self.image_size}"
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if (
+            stage == "fit"
+            and getattr(datamodule, "synthetic", True) is False
+            and not self.uses_backbone_weights
+        ):
+            rank_zero_warn(
+                "RetinaFace is training on real data with a randomly initialised "
+                f"{self.hparams['backbone']!r} "
+                "backbone (no model.init_args.weights_file): the paper and both releases start from ImageNet "
+                "weights; expect far lower AP"
+            )
 
     def on_validation_epoch_end(self) -> None:
         self._log_ap("val")
@@ -163,8 +232,19 @@ class RetinaFaceModule(FaceModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         images = batch["image"]
         if self.test_scales != (1.0,) or self.test_flip:
-            dets = [detect_multiscale(self.net, img, self.test_scales, self.test_flip, self.score_threshold,
-                                      self.nms_threshold) for img in images]
+            dets = [
+                detect_multiscale(
+                    self.net,
+                    img,
+                    self.test_scales,
+                    self.test_flip,
+                    self.score_threshold,
+                    self.nms_threshold,
+                    merge=self.tta_merge,
+                    vote_threshold=self.vote_threshold,
+                )
+                for img in images
+            ]
         else:
             dets = self.detect(images)
         metas = batch.get("meta") or [{} for _ in dets]
@@ -176,8 +256,15 @@ class RetinaFaceModule(FaceModule):
             landmarks = det["landmarks"] / scale
             event = str(meta.get("event", "images"))
             name = str(meta.get("file", f"{batch_idx:06d}_{i:03d}"))
-            results.append({"event": event, "file": name, "boxes": boxes.cpu(), "scores": det["scores"].cpu(),
-                            "landmarks": landmarks.cpu()})
+            results.append(
+                {
+                    "event": event,
+                    "file": name,
+                    "boxes": boxes.cpu(),
+                    "scores": det["scores"].cpu(),
+                    "landmarks": landmarks.cpu(),
+                }
+            )
         if self.predict_dir is not None:
             write_detection_results(self.predict_dir, results, rank=self.global_rank)
         return results
@@ -193,7 +280,11 @@ class RetinaFaceModule(FaceModule):
         for i, det in enumerate(dets):
             keep = det["scores"] > 0.5
             valid = batch["valid"][i]
-            item = {"boxes": det["boxes"][keep], "landmarks": det["landmarks"][keep], "gt_boxes": batch["boxes"][i][valid]}
+            item = {
+                "boxes": det["boxes"][keep],
+                "landmarks": det["landmarks"][keep],
+                "gt_boxes": batch["boxes"][i][valid],
+            }
             if "landmarks_valid" in batch:
                 item["gt_landmarks"] = batch["landmarks"][i][valid & batch["landmarks_valid"][i]]
             items.append(item)

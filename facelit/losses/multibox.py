@@ -7,23 +7,28 @@ Targets are the padded detection batch of ``facelit/batch.py`` (boxes xyxy and p
 pixels, pixel-area frame). Predictions are the dense ``RetinaFace.forward`` outputs in anchor order;
 regression targets are the anchor-relative codes of ``facelit.geometry.coding``.
 
-    L = w_cls L_cls + w_box L_box + w_pts L_pts + w_mesh L_mesh   (defaults 1, 0.25, 0.1, 0.01)
+    L = w_cls L_cls + w_box L_box + w_pts L_pts + w_mesh L_mesh   (``LOSS_WEIGHTS``: 1, 0.25, 0.1, 0.01)
 
 - ``L_cls``: softmax cross-entropy over positives and hard negatives. Per image, the negatives are
   ranked by their loss and the ``max(ratio * positives, min_negatives)`` hardest are kept (ratio 3);
   the ``min_negatives`` floor keeps face-free images informative. Ignored anchors never count.
 - ``L_box``: smooth-L1 on the box deltas of positives.
-- ``L_pts``: smooth-L1 on the landmark deltas of positives whose face has ``landmarks_valid``,
-  restricted to ``landmarks_visible`` points (when the key is present and ``use_visibility``).
+- ``L_pts``: smooth-L1 on the landmark deltas of positives whose face has ``landmarks_valid``. By
+  default every annotated point counts, also those WIDER marks occluded (flag 1): both public
+  releases (the authors' mxnet code and Pytorch_Retinaface) train on them. ``use_visibility=True``
+  restricts the term to ``landmarks_visible`` points.
 - ``L_mesh``: L1 on the anchor-normalised vertices + ``mesh_edge_weight`` x L1 on triangle edge
   lengths, over positives whose face has ``mesh_valid``; needs ``mesh_fn`` (``RetinaFace.mesh_at``).
 
 ``L_cls`` and ``L_box`` are divided by the number of positive anchors of the batch, ``L_pts`` and
 ``L_mesh`` by the number of positives that carry landmarks / mesh (each at least 1).
 
-Cascade: when the outputs have ``cls_2``/``box_2``/``landmarks_2``, stage 2 is matched against
-the detached stage-1 decoded boxes with ``CASCADE_THRESHOLDS`` and adds ``cls_2``, ``box_2`` and
-``landmarks_2`` terms with the same weights.
+Cascade (``cascade=True``; the outputs then have ``cls_2``/``box_2``/``landmarks_2``): stage 1 is
+matched on the anchors at ``CASCADE_THRESHOLDS[0]`` (positive IoU >= 0.7, negative < 0.3), stage 2
+against the detached stage-1 decoded boxes at ``CASCADE_THRESHOLDS[1]`` (>= 0.5, < 0.4), adding
+``cls_2``, ``box_2`` and ``landmarks_2`` terms with the same weights. Without a cascade the one
+stage uses ``DEFAULT_THRESHOLDS`` (>= 0.5, < 0.3). Low-quality forcing (``low_quality_min_iou``,
+0.2) applies to both stages (``facelit.geometry.matching``).
 """
 
 from __future__ import annotations
@@ -37,10 +42,46 @@ from torch import Tensor, nn
 
 from facelit.geometry.anchors import AnchorSet
 from facelit.geometry.coding import decode_boxes, encode_boxes, encode_landmarks, encode_mesh
-from facelit.geometry.matching import CASCADE_THRESHOLDS, DEFAULT_THRESHOLDS, MatchResult, match_anchors
+from facelit.geometry.matching import (
+    CASCADE_THRESHOLDS,
+    DEFAULT_THRESHOLDS,
+    LOW_QUALITY_MIN_IOU,
+    MatchResult,
+    match_anchors,
+)
 from facelit.losses.mesh import mesh_edge_loss, mesh_edges, mesh_vertex_loss
 
-__all__ = ["MultiBoxLoss", "select_hard_negatives"]
+__all__ = ["LOSS_WEIGHTS", "NEG_POS_RATIO", "MultiBoxLoss", "stage_thresholds", "select_hard_negatives"]
+
+# The paper's loss weights (eq. 1: lambda_1 = 0.25 box, lambda_2 = 0.1 landmarks; the mesh term's 0.01
+# is this project's choice); named once, the defaults of MultiBoxLoss and RetinaFaceModule.
+LOSS_WEIGHTS: dict[str, float] = {"cls": 1.0, "box": 0.25, "landmarks": 0.1, "mesh": 0.01}
+NEG_POS_RATIO = 3.0  # OHEM hard negatives per positive
+
+Thresholds = tuple[float, float]
+
+
+def stage_thresholds(
+    cascade: bool, match_thresholds: Thresholds | None = None, cascade_thresholds: Thresholds | None = None
+) -> tuple[Thresholds, Thresholds]:
+    """((stage-1 positive, negative), (stage-2 positive, negative)) IoU thresholds.
+
+    ``None`` takes the recipe: ``DEFAULT_THRESHOLDS`` without a cascade, ``CASCADE_THRESHOLDS[0]``
+    for stage 1 with one, ``CASCADE_THRESHOLDS[1]`` for stage 2.
+    """
+    stage1 = (
+        match_thresholds
+        if match_thresholds is not None
+        else (CASCADE_THRESHOLDS[0] if cascade else DEFAULT_THRESHOLDS)
+    )
+    stage2 = cascade_thresholds if cascade_thresholds is not None else CASCADE_THRESHOLDS[1]
+    for name, pair in (("match_thresholds", stage1), ("cascade_thresholds", stage2)):
+        if len(pair) != 2 or not 0.0 <= pair[1] <= pair[0] <= 1.0:
+            raise ValueError(
+                f"{name} must be (positive, negative) with 0 <= negative <= positive <= 1, got {pair}"
+            )
+    return (float(stage1[0]), float(stage1[1])), (float(stage2[0]), float(stage2[1]))
+
 
 MeshFn = Callable[[Sequence[Tensor], Tensor, Tensor], Tensor]
 
@@ -70,9 +111,13 @@ class MultiBoxLoss(nn.Module):
         cls_weight, box_weight, landmark_weight, mesh_weight: term weights.
         neg_pos_ratio: hard negatives per positive (>= 0).
         min_negatives: hard negatives kept per image even without positives.
-        pos_threshold, neg_threshold: matching IoU thresholds (stage 1).
-        cascade_pos_threshold, cascade_neg_threshold: matching thresholds for stage 2.
-        use_visibility: restrict the landmark term to visible points.
+        cascade: the outputs carry a second (cascade) stage; sets the recipe's thresholds.
+        match_thresholds: stage-1 (positive >=, negative <) IoU; None = the recipe
+            (``stage_thresholds``: (0.5, 0.3), or (0.7, 0.3) with a cascade).
+        cascade_thresholds: stage-2 (positive >=, negative <); None = (0.5, 0.4).
+        low_quality_min_iou: a face forces its best anchor(s) at this IoU or more; 0 disables.
+        use_visibility: restrict the landmark term to visible points (default False: every
+            annotated point counts, as in both public releases).
         mesh_edge_weight: weight of the edge-length term inside ``L_mesh``.
         smooth_l1_beta: transition point of the smooth-L1 terms.
         match_chunk_size: faces per matching chunk (None = automatic).
@@ -81,17 +126,17 @@ class MultiBoxLoss(nn.Module):
     def __init__(
         self,
         mesh_faces: Tensor | None = None,
-        cls_weight: float = 1.0,
-        box_weight: float = 0.25,
-        landmark_weight: float = 0.1,
-        mesh_weight: float = 0.01,
-        neg_pos_ratio: float = 3.0,
+        cls_weight: float = LOSS_WEIGHTS["cls"],
+        box_weight: float = LOSS_WEIGHTS["box"],
+        landmark_weight: float = LOSS_WEIGHTS["landmarks"],
+        mesh_weight: float = LOSS_WEIGHTS["mesh"],
+        neg_pos_ratio: float = NEG_POS_RATIO,
         min_negatives: int = 16,
-        pos_threshold: float = DEFAULT_THRESHOLDS[0],
-        neg_threshold: float = DEFAULT_THRESHOLDS[1],
-        cascade_pos_threshold: float = CASCADE_THRESHOLDS[0],
-        cascade_neg_threshold: float = CASCADE_THRESHOLDS[1],
-        use_visibility: bool = True,
+        cascade: bool = False,
+        match_thresholds: Thresholds | None = None,
+        cascade_thresholds: Thresholds | None = None,
+        low_quality_min_iou: float = LOW_QUALITY_MIN_IOU,
+        use_visibility: bool = False,
         mesh_edge_weight: float = 1.0,
         smooth_l1_beta: float = 1.0,
         match_chunk_size: int | None = None,
@@ -109,7 +154,13 @@ class MultiBoxLoss(nn.Module):
         }
         self.neg_pos_ratio = neg_pos_ratio
         self.min_negatives = min_negatives
-        self.thresholds = ((pos_threshold, neg_threshold), (cascade_pos_threshold, cascade_neg_threshold))
+        self.cascade = cascade
+        self.thresholds = stage_thresholds(cascade, match_thresholds, cascade_thresholds)
+        if not 0.0 <= low_quality_min_iou <= 1.0:
+            raise ValueError(
+                f"low_quality_min_iou must be in [0, 1] (0 disables forcing), got {low_quality_min_iou}"
+            )
+        self.low_quality_min_iou = low_quality_min_iou
         self.use_visibility = use_visibility
         self.mesh_edge_weight = mesh_edge_weight
         self.beta = smooth_l1_beta
@@ -153,7 +204,13 @@ class MultiBoxLoss(nn.Module):
             outputs["cls"], outputs["box"], outputs["landmarks"], anchors.boxes, batch, 0
         )
         parts["mesh"] = self._mesh_term(outputs, batch, anchors, match, mesh_fn)
-        if "box_2" in outputs:
+        if ("box_2" in outputs) != self.cascade:
+            raise ValueError(
+                f"MultiBoxLoss(cascade={self.cascade}) got outputs "
+                f"{'with' if 'box_2' in outputs else 'without'} "
+                "a cascade stage; build the loss with the net's cascade flag"
+            )
+        if self.cascade:
             refined = decode_boxes(outputs["box"].detach().float(), anchors.boxes.float())
             stage2, _ = self._stage(
                 outputs["cls_2"], outputs["box_2"], outputs["landmarks_2"], refined, batch, 1
@@ -181,6 +238,7 @@ class MultiBoxLoss(nn.Module):
             batch.get("ignore"),
             pos_thr,
             neg_thr,
+            low_quality_min_iou=self.low_quality_min_iou,
             chunk_size=self.match_chunk_size,
         )
         positive, negative = match.positive, match.negative

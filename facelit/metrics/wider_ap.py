@@ -48,16 +48,12 @@ class WiderFaceAP(Metric):
         for name in ("pred_boxes", "pred_counts", "gt_boxes", "gt_keep", "gt_counts"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(
-        self, preds: Sequence[torch.Tensor], targets: Sequence[Mapping[str, torch.Tensor]]
-    ) -> None:
+    def update(self, preds: Sequence[torch.Tensor], targets: Sequence[Mapping[str, torch.Tensor]]) -> None:
         if len(preds) != len(targets):
             raise ValueError(f"got {len(preds)} prediction tensors for {len(targets)} targets")
         for i, (p, t) in enumerate(zip(preds, targets, strict=True)):
             if p.ndim != 2 or p.shape[1] != 5:
-                raise ValueError(
-                    f"preds[{i}]: expected (P, 5) x1, y1, x2, y2, score, got {tuple(p.shape)}"
-                )
+                raise ValueError(f"preds[{i}]: expected (P, 5) x1, y1, x2, y2, score, got {tuple(p.shape)}")
             for key in ("boxes", "difficulty"):
                 if key not in t:
                     raise ValueError(f"targets[{i}] has no {key!r}")

@@ -30,7 +30,8 @@ counts are ``searchsorted`` on sorted scores.
 
 Convention
 ----------
-Files (``facelit.metrics.wider_files``) and the functions ``read_predictions``, ``write_predictions``, ``evaluate`` and
+Files (``facelit.metrics.wider_files``) and the functions ``read_predictions``,
+``write_predictions``, ``evaluate`` and
 ``wider_face_average_precision`` use the official WIDER layout ``x y w h`` (pixels) and the
 official ``+1`` overlap convention of ``bbox_overlaps``: a box covers ``[x, x + w] x [y, y + h]``
 *inclusive* integer pixels, area ``(w + 1) * (h + 1)``. The torchmetrics ``WiderFaceAP`` takes
@@ -338,4 +339,3 @@ def evaluate(
         iou_threshold=iou_threshold,
     )
     return {name: float(ap) for name, ap in zip(SETTINGS, aps, strict=True)}
-

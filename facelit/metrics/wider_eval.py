@@ -23,7 +23,6 @@ from pathlib import Path
 __all__ = ["main"]
 
 
-
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     """Parse the arguments, evaluate the submission folder, print one JSON line, return it."""
     parser = argparse.ArgumentParser(

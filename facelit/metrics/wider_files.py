@@ -117,7 +117,6 @@ def load_wider_val_gt(gt_dir: str | Path) -> WiderGroundTruth:
     return WiderGroundTruth(tuple(events), tuple(names), tuple(boxes), tuple(keeps))
 
 
-
 def _image_name(name_line: str) -> str:
     base = name_line.strip().replace("\\", "/").split("/")[-1]
     return base[: -len(".jpg")] if base.lower().endswith(".jpg") else base
@@ -225,7 +224,6 @@ def write_predictions(pred_dir: str | Path, event: str, name: str, boxes_xywh_sc
     return path
 
 
-
 def detection_results_path(pred_dir: str | Path, rank: int = 0) -> Path:
     """``pred_dir/predictions.rank<rank>.jsonl``: the JSON lines file of one process."""
     return Path(pred_dir) / f"predictions.rank{int(rank)}.jsonl"
@@ -253,7 +251,9 @@ def _as_array(value: Any, what: str, shape_tail: tuple[int, ...], where: str) ->
         array = array.reshape(0, *shape_tail)
     if array.ndim != 1 + len(shape_tail) or tuple(array.shape[1:]) != shape_tail:
         expected = "(N" + "".join(f", {d}" for d in shape_tail) + ")"
-        raise ValueError(f"write_detection_results: {where} {what!r} must be {expected}, got {tuple(array.shape)}")
+        raise ValueError(
+            f"write_detection_results: {where} {what!r} must be {expected}, got {tuple(array.shape)}"
+        )
     if not np.isfinite(array).all():
         raise ValueError(f"write_detection_results: {where} {what!r} has non-finite values")
     return array
@@ -293,16 +293,24 @@ def write_detection_results(pred_dir: str | Path, results: Sequence[dict[str, An
         boxes = _as_array(result["boxes"], "boxes", (4,), where)
         scores = _as_array(result["scores"], "scores", (), where)
         if scores.shape[0] != boxes.shape[0]:
-            raise ValueError(f"write_detection_results: {where} has {boxes.shape[0]} boxes, {scores.shape[0]} scores")
+            raise ValueError(
+                f"write_detection_results: {where} has {boxes.shape[0]} boxes, {scores.shape[0]} scores"
+            )
         xywh_score = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2], scores[:, None]], axis=1)
         write_predictions(root, event, name, xywh_score)
-        record: dict[str, Any] = {"event": event, "file": _image_name(name), "boxes": boxes.tolist(),
-                                  "scores": scores.tolist()}
+        record: dict[str, Any] = {
+            "event": event,
+            "file": _image_name(name),
+            "boxes": boxes.tolist(),
+            "scores": scores.tolist(),
+        }
         if result.get("landmarks") is not None:
             landmarks = _as_array(result["landmarks"], "landmarks", (5, 2), where)
             if landmarks.shape[0] != boxes.shape[0]:
-                raise ValueError(f"write_detection_results: {where} has {boxes.shape[0]} boxes, "
-                                 f"{landmarks.shape[0]} landmark sets")
+                raise ValueError(
+                    f"write_detection_results: {where} has {boxes.shape[0]} boxes, "
+                    f"{landmarks.shape[0]} landmark sets"
+                )
             record["landmarks"] = landmarks.tolist()
         lines.append(json.dumps(record) + "\n")
     with open(detection_results_path(root, rank), "a") as jsonl:

@@ -22,7 +22,7 @@ import torch
 from timm.models import FeatureInfo
 from torch import Tensor, nn
 
-from facelit.nets.mobilenet import mobilenet_v1_025, mobilenet_v1_050, mobilenet_v1_100
+from facelit.nets.mobilenet import mobilenet_v1_025, mobilenet_v1_050, mobilenet_v1_100, unwrap_state_dict
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -31,6 +31,7 @@ __all__ = [
     "TimmBackbone",
     "OWN_BACKBONES",
     "create_backbone",
+    "timm_checkpoint_state",
 ]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -61,6 +62,48 @@ class ImageNormalize(nn.Module):
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
 
+# Prefixes under which checkpoints hold a backbone: DataParallel, torchvision's IntermediateLayerGetter
+# in detectors (Pytorch_Retinaface's ``body.``), wrappers named ``backbone`` or ``model``.
+_CHECKPOINT_PREFIXES = ("", "body.", "backbone.", "model.", "backbone.body.")
+
+
+def timm_checkpoint_state(name: str, weights_file: str | Path) -> dict[str, Tensor]:
+    """The weights of timm model ``name`` from a local checkpoint, under timm's key names.
+
+    Accepted: a timm or torchvision classification checkpoint (for ResNets both use ``conv1``,
+    ``bn1``, ``layer1..4``, ``fc``), plain or under ``state_dict``/``model``, with DataParallel
+    ``module.`` prefixes, or with the whole backbone under one of ``body.``, ``backbone.``,
+    ``model.`` (e.g. a detector checkpoint; its other keys are left out). The classifier is
+    optional; every other weight of the model must be present (timm itself loads non-strictly for
+    ``features_only`` and would leave missing weights random without a word).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: the checkpoint lacks weights (some named).
+    """
+    path = Path(weights_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file for {name!r} not found: {path}")
+    state = unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
+    try:
+        with torch.device("meta"):
+            full = timm.create_model(name, pretrained=False)
+    except RuntimeError as err:  # timm: "Unknown model (...)"
+        raise ValueError(f"cannot build timm backbone {name!r}: {err}") from None
+    classifier = full.pretrained_cfg.get("classifier") or ()
+    classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    needed = {k for k in full.state_dict() if not any(k.startswith(c + ".") for c in classifier)}
+    for prefix in _CHECKPOINT_PREFIXES:
+        mapped = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if needed <= mapped.keys():
+            return {k: v for k, v in mapped.items() if k in needed}
+    missing = sorted(needed - state.keys())
+    raise ValueError(
+        f"weights file {path} does not hold timm {name!r} weights under any of the prefixes "
+        f"{[p for p in _CHECKPOINT_PREFIXES if p]}: {len(missing)} of {len(needed)} keys missing, e.g. "
+        f"{missing[:4]}; the file's keys look like {sorted(state)[:4]}"
+    )
+
+
 class TimmBackbone(nn.Module):
     """A timm ``features_only`` model returning the feature maps of ``out_strides``.
 
@@ -71,7 +114,8 @@ class TimmBackbone(nn.Module):
     Args:
         name: timm model name, e.g. ``"resnet50"``, ``"mobilenetv3_large_100"``.
         out_strides: strides of the returned maps; each must be one of the model's reductions.
-        weights_file: local checkpoint loaded through timm's ``pretrained_cfg_overlay``.
+        weights_file: local checkpoint, key-mapped by :func:`timm_checkpoint_state` and handed to
+            timm through ``pretrained_cfg_overlay`` (nothing is downloaded).
     """
 
     def __init__(
@@ -80,10 +124,8 @@ class TimmBackbone(nn.Module):
         super().__init__()
         kwargs: dict = {"features_only": True, "pretrained": False}
         if weights_file is not None:
-            path = Path(weights_file)
-            if not path.is_file():
-                raise FileNotFoundError(f"weights file for {name!r} not found: {path}")
-            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+            state = timm_checkpoint_state(name, weights_file)
+            kwargs.update(pretrained=True, pretrained_cfg_overlay={"state_dict": state})
         try:
             with torch.device("meta"):
                 probe = timm.create_model(name, features_only=True, pretrained=False).feature_info

@@ -26,6 +26,8 @@ __all__ = [
     "mobilenet_v1_100",
     "conv_bn_act",
     "load_state_dict_file",
+    "map_port_keys",
+    "unwrap_state_dict",
 ]
 
 # Per stage: list of (out_channels at width 1.0, stride) for its depthwise-separable blocks.
@@ -61,16 +63,83 @@ def _separable(cin: int, cout: int, stride: int, slope: float) -> nn.Sequential:
     )
 
 
+# The MobileNet-0.25 of the common PyTorch RetinaFace port (Pytorch_Retinaface ``models/net.py``,
+# ImageNet checkpoint ``mobilenetV1X0.25_pretrain.tar``): ``stage1`` = stem + 5 blocks, ``stage2`` = 6,
+# ``stage3`` = 2; inside a block, indices 0/1 are the depthwise conv/BN and 3/4 the pointwise conv/BN.
+_PORT_STAGES: tuple[tuple[str, int], ...] = (("stage1", 6), ("stage2", 6), ("stage3", 2))
+_PORT_BLOCK_LAYERS = {"0": "0.0", "1": "0.1", "3": "1.0", "4": "1.1"}
+
+
+def _port_key_map() -> dict[str, str]:
+    """{port module: our module}, e.g. ``stage1.0.1`` -> ``stem.1``, ``stage2.0.3`` -> ``stages.3.0.1.0``."""
+    ours = [f"stages.{i}.{j}" for i, blocks in enumerate(_STAGES) for j in range(len(blocks))]
+    theirs = [f"{name}.{j}" for name, n in _PORT_STAGES for j in range(n)]
+    mapping = {f"{theirs[0]}.{layer}": f"stem.{layer}" for layer in ("0", "1")}  # conv, BN
+    for port_block, our_block in zip(theirs[1:], ours, strict=True):
+        for port_layer, our_layer in _PORT_BLOCK_LAYERS.items():
+            mapping[f"{port_block}.{port_layer}"] = f"{our_block}.{our_layer}"
+    return mapping
+
+
+def map_port_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename a Pytorch_Retinaface MobileNetV1 state dict (``stage1.*``, ``stage2.*``, ``stage3.*``,
+    ``fc.*``) to this module's names; the classifier (``fc.*``) is dropped.
+
+    Raises:
+        ValueError: a key that is neither a known port layer nor the classifier (named).
+    """
+    mapping = _port_key_map()
+    out = {}
+    for key, value in state.items():
+        if key.startswith("fc."):
+            continue
+        module, _, param = key.rpartition(".")
+        if module not in mapping:
+            raise ValueError(
+                f"unknown key {key!r} in a MobileNetV1 port checkpoint (expected stage1/2/3.* or fc.*)"
+            )
+        out[f"{mapping[module]}.{param}"] = value
+    return out
+
+
+def unwrap_state_dict(state: object, source: object) -> dict[str, Tensor]:
+    """The tensor dict of a checkpoint: a plain state dict, or one under ``state_dict`` / ``model``,
+    with DataParallel's ``module.`` prefixes removed. ``source`` names the file in errors."""
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{source}: not a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
 def load_state_dict_file(module: nn.Module, weights_file: str | Path) -> None:
-    """Load a local checkpoint (plain state dict, or ``{"state_dict": ...}``; ``module.`` prefixes
-    from DataParallel are stripped) into ``module`` strictly."""
+    """Load a local checkpoint into ``module`` (a :class:`MobileNetV1`).
+
+    Accepted layouts: this module's own state dict (plain, or under ``state_dict``/``model``, with
+    or without ``module.`` prefixes) and the ImageNet checkpoint of the common PyTorch RetinaFace
+    port (``stage1.*``, ``stage2.*``, ``stage3.*``, ``fc.*``; :func:`map_port_keys`). Weights of
+    stages the module does not build (smaller ``out_strides``) are skipped; every weight the module
+    has must be in the file.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: the file does not fit (keys named).
+    """
     path = Path(weights_file)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
+    if any(k.startswith("stage1.") for k in state):
+        state = map_port_keys(state)
+    expected = module.state_dict()
+    built = {k.split(".")[1] for k in expected if k.startswith("stages.")}
+    state = {k: v for k, v in state.items() if not (k.startswith("stages.") and k.split(".")[1] not in built)}
+    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
+    if missing or unexpected:
+        raise ValueError(
+            f"weights file {path} does not fit {type(module).__name__}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]} ({len(missing)} / {len(unexpected)} keys)"
+        )
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:

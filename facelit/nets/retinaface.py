@@ -1,5 +1,6 @@
 """RetinaFace (Deng et al., CVPR 2020): backbone + FPN + context modules + multi-task heads,
-anchor bookkeeping and post-processing (NMS, multi-scale + flip test-time augmentation).
+anchor bookkeeping; post-processing (NMS, box voting, multi-scale + flip test-time augmentation) lives
+in ``facelit.nets.retinaface_post`` and is re-exported here.
 
 Convention
 ----------
@@ -19,13 +20,14 @@ inference). Its output is in the anchor-normalised frame of ``encode_mesh``.
 
 Cascade (``cascade=True``): a second set of heads on the same context features whose "anchors" are
 the stage-1 decoded boxes: stage 2 regresses again from them (``box_2``, ``landmarks_2``) and
-re-scores (``cls_2``). Training matches stage 2 against the (detached) stage-1 boxes with the
-stricter ``CASCADE_THRESHOLDS`` (IoU >= 0.7 positive, < 0.5 negative); see ``MultiBoxLoss``.
+re-scores (``cls_2``). Training matches stage 1 on the anchors at IoU >= 0.7 / < 0.3 and stage 2
+against the (detached) stage-1 boxes at >= 0.5 / < 0.4 (``CASCADE_THRESHOLDS``); see ``MultiBoxLoss``.
 The mesh head stays on stage 1 (it is normalised by the regular anchor scale).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,16 +35,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
 
 from facelit.geometry.anchors import AnchorConfig, AnchorSet, generate_anchors, get_anchor_config
-from facelit.geometry.coding import decode_boxes, decode_landmarks
-from facelit.geometry.schemes import FIVE_POINT
 from facelit.nets.backbones import ImageNormalize, create_backbone
 from facelit.nets.context import create_context
 from facelit.nets.fpn import FPN
+from facelit.nets.retinaface_post import NUM_LANDMARKS, decode_outputs, detect, detect_multiscale
 
 __all__ = [
+    "ANCHOR_CACHE_SIZE",
     "NUM_LANDMARKS",
     "DenseHead",
     "MeshHead",
@@ -52,7 +53,7 @@ __all__ = [
     "detect_multiscale",
 ]
 
-NUM_LANDMARKS = FIVE_POINT.num_points
+ANCHOR_CACHE_SIZE = 16  # input sizes whose anchors RetinaFace.anchors_for keeps (LRU)
 _MAX_BACKBONE_LEVEL = 5  # C5 (stride 32) is the coarsest backbone map; coarser levels are FPN extras
 
 
@@ -235,7 +236,7 @@ class RetinaFace(nn.Module):
             self.box_head_2 = DenseHead(fpn_channels, n, 4)
             self.landmark_head_2 = DenseHead(fpn_channels, n, 2 * NUM_LANDMARKS)
         self.mesh_head = MeshHead(fpn_channels, n, num_mesh_vertices) if num_mesh_vertices > 0 else None
-        self._anchor_cache: dict[tuple, AnchorSet] = {}
+        self._anchor_cache: OrderedDict[tuple, AnchorSet] = OrderedDict()
 
     @property
     def num_mesh_vertices(self) -> int:
@@ -278,14 +279,23 @@ class RetinaFace(nn.Module):
         device: torch.device | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> AnchorSet:
-        """Anchors for inputs of ``image_size`` (H, W), cached per (size, device, dtype)."""
+        """Anchors for inputs of ``image_size`` (H, W), cached per (size, device, dtype).
+
+        The cache keeps the ``ANCHOR_CACHE_SIZE`` most recently used sizes (LRU), so that predicting
+        at original resolution or with multi-scale TTA does not grow it without bound.
+        """
         if device is None:
             device = next(self.parameters()).device
         key = (int(image_size[0]), int(image_size[1]), torch.device(device), dtype)
-        if key not in self._anchor_cache:
-            cfg = self.anchor_config
-            self._anchor_cache[key] = generate_anchors(key[:2], cfg.strides, cfg.sizes, device, dtype)
-        return self._anchor_cache[key]
+        cache = self._anchor_cache
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        cfg = self.anchor_config
+        cache[key] = generate_anchors(key[:2], cfg.strides, cfg.sizes, device, dtype)
+        while len(cache) > ANCHOR_CACHE_SIZE:
+            cache.popitem(last=False)
+        return cache[key]
 
     @torch.no_grad()
     def predict(self, images: Tensor, **detect_kwargs) -> list[dict[str, Tensor]]:
@@ -293,180 +303,3 @@ class RetinaFace(nn.Module):
         return detect(
             self(images), self.anchors_for(tuple(images.shape[-2:]), images.device), **detect_kwargs
         )
-
-
-def _anchor_boxes(anchors: AnchorSet | Tensor, num: int) -> Tensor:
-    boxes = anchors.boxes if isinstance(anchors, AnchorSet) else anchors
-    if boxes.ndim != 2 or boxes.shape != (num, 4):
-        raise ValueError(
-            f"outputs have {num} anchors but anchors have shape {tuple(boxes.shape)}; "
-            "use model.anchors_for(image_size) of the same input size"
-        )
-    return boxes
-
-
-def decode_outputs(
-    outputs: dict[str, Tensor | list[Tensor]], anchors: AnchorSet | Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Scores and decoded boxes/landmarks of every anchor (the cascade stage when present).
-
-    Args:
-        outputs: ``RetinaFace.forward`` output (``cls``, ``box``, ``landmarks`` (B, A, ...)).
-        anchors: ``AnchorSet`` or (A, 4) boxes of the same input size.
-
-    Returns:
-        float32 scores (B, A) face probability, boxes (B, A, 4) xyxy, landmarks (B, A, 5, 2) in pixels.
-    """
-    cls = outputs["cls"]
-    priors = _anchor_boxes(anchors, cls.shape[1]).float()
-    stage = "_2" if "box_2" in outputs else ""
-    if stage:  # cascade: stage 2 regresses from the stage-1 boxes
-        priors = decode_boxes(outputs["box"].float(), priors)
-    boxes = decode_boxes(outputs[f"box{stage}"].float(), priors)
-    points = outputs[f"landmarks{stage}"].float().unflatten(-1, (NUM_LANDMARKS, 2))
-    scores = outputs[f"cls{stage}"].float().softmax(-1)[..., 1]
-    return scores, boxes, decode_landmarks(points, priors)
-
-
-@dataclass
-class _Candidates:
-    """Flat pre-NMS detections of a batch: all fields (N, ...)."""
-
-    image: Tensor
-    anchor_index: Tensor
-    boxes: Tensor
-    scores: Tensor
-    landmarks: Tensor
-    source: Tensor | None = None  # test-time-augmentation pass, see detect_multiscale
-
-
-def _candidates(
-    scores: Tensor, boxes: Tensor, landmarks: Tensor, score_threshold: float, top_k: int
-) -> _Candidates:
-    k = min(top_k, scores.shape[1])
-    top_scores, top_idx = scores.topk(k, dim=1)
-    keep = top_scores > score_threshold
-    image = torch.arange(scores.shape[0], device=scores.device)[:, None].expand_as(top_idx)[keep]
-    anchor = top_idx[keep]
-    return _Candidates(image, anchor, boxes[image, anchor], scores[image, anchor], landmarks[image, anchor])
-
-
-def _nms_per_image(
-    c: _Candidates, num_images: int, nms_threshold: float, keep_top_k: int
-) -> list[dict[str, Tensor]]:
-    keep = batched_nms(c.boxes, c.scores, c.image, nms_threshold)  # by score, descending
-    keep = keep[torch.argsort(c.image[keep], stable=True)]  # grouped by image, still by score within
-    counts = torch.bincount(c.image[keep], minlength=num_images)
-    rank = torch.arange(keep.numel(), device=keep.device) - (counts.cumsum(0) - counts)[c.image[keep]]
-    keep = keep[rank < keep_top_k]
-    sizes = counts.clamp(max=keep_top_k).tolist()
-    fields = {
-        "boxes": c.boxes[keep],
-        "scores": c.scores[keep],
-        "landmarks": c.landmarks[keep],
-        "anchor_index": c.anchor_index[keep],
-    }
-    if c.source is not None:
-        fields["source"] = c.source[keep]
-    split = {name: value.split(sizes) for name, value in fields.items()}
-    return [{name: split[name][i] for name in fields} for i in range(num_images)]
-
-
-def _check_detect_args(score_threshold: float, nms_threshold: float, top_k: int, keep_top_k: int) -> None:
-    if not 0.0 <= nms_threshold <= 1.0:
-        raise ValueError(f"nms_threshold must be in [0, 1], got {nms_threshold}")
-    if top_k < 1 or keep_top_k < 1:
-        raise ValueError(f"top_k and keep_top_k must be >= 1, got {top_k}, {keep_top_k}")
-    if not 0.0 <= score_threshold < 1.0:
-        raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}")
-
-
-@torch.no_grad()
-def detect(
-    outputs: dict[str, Tensor | list[Tensor]],
-    anchors: AnchorSet | Tensor,
-    score_threshold: float = 0.02,
-    nms_threshold: float = 0.4,
-    top_k: int = 5000,
-    keep_top_k: int = 750,
-) -> list[dict[str, Tensor]]:
-    """Decode, threshold, NMS per image (batched over images on the device).
-
-    Per image: anchors with face probability > ``score_threshold`` among the ``top_k`` best, NMS at
-    IoU ``nms_threshold``, then the ``keep_top_k`` best.
-
-    Returns:
-        per image a dict: ``boxes`` (P, 4) xyxy, ``scores`` (P,), ``landmarks`` (P, 5, 2),
-        ``anchor_index`` (P,) int64 (for ``RetinaFace.mesh_at``), sorted by score, descending.
-    """
-    _check_detect_args(score_threshold, nms_threshold, top_k, keep_top_k)
-    scores, boxes, landmarks = decode_outputs(outputs, anchors)
-    cands = _candidates(scores, boxes, landmarks, score_threshold, top_k)
-    return _nms_per_image(cands, scores.shape[0], nms_threshold, keep_top_k)
-
-
-def _unflip(c: _Candidates, flipped: Tensor, width: int) -> None:
-    """In place: map candidates detected on the horizontally flipped image back (x' = W - x, swap
-    left/right landmarks with ``FIVE_POINT.flip_perm``)."""
-    boxes = torch.stack((width - c.boxes[:, 2], c.boxes[:, 1], width - c.boxes[:, 0], c.boxes[:, 3]), dim=-1)
-    lm = c.landmarks[:, FIVE_POINT.flip_tensor(c.landmarks.device)]
-    lm = torch.stack((width - lm[..., 0], lm[..., 1]), dim=-1)
-    c.boxes = torch.where(flipped[:, None], boxes, c.boxes)
-    c.landmarks = torch.where(flipped[:, None, None], lm, c.landmarks)
-
-
-@torch.no_grad()
-def detect_multiscale(
-    model: RetinaFace,
-    image: Tensor,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = True,
-    score_threshold: float = 0.02,
-    nms_threshold: float = 0.4,
-    top_k: int = 5000,
-    keep_top_k: int = 750,
-) -> dict[str, Tensor]:
-    """Test-time augmentation: run ``model`` on resized (and horizontally flipped) copies of one
-    image, map every pre-NMS candidate back to the original frame, then NMS once.
-
-    Args:
-        model: a RetinaFace (put it in eval mode first).
-        image: (3, H, W) or (1, 3, H, W) RGB in [0, 1].
-        scales: resize factors; the input of scale ``s`` is ``(round(H s), round(W s))`` pixels
-            (bilinear, antialiased when shrinking), and coordinates map back by the exact size ratio.
-        flip: also run the mirrored image of every scale (same batch).
-
-    Returns:
-        dict as in :func:`detect` plus ``source`` (P,) int64: the pass that produced each detection,
-        ``scale_index * (2 if flip else 1) + flipped``; ``anchor_index`` refers to that pass's anchors.
-    """
-    _check_detect_args(score_threshold, nms_threshold, top_k, keep_top_k)
-    if image.ndim == 4 and image.shape[0] == 1:
-        image = image[0]
-    if image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"detect_multiscale takes one (3, H, W) image, got {tuple(image.shape)}")
-    if not scales or any(s <= 0 for s in scales):
-        raise ValueError(f"scales must be positive, got {tuple(scales)}")
-    h, w = image.shape[-2:]
-    passes = 2 if flip else 1
-    parts: list[_Candidates] = []
-    for si, s in enumerate(scales):
-        size = (max(1, round(h * s)), max(1, round(w * s)))
-        x = image[None]
-        if size != (h, w):
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=s < 1)
-        batch = torch.cat((x, x.flip(-1))) if flip else x
-        scores, boxes, landmarks = decode_outputs(model(batch), model.anchors_for(size, image.device))
-        c = _candidates(scores, boxes, landmarks, score_threshold, top_k)
-        if flip:
-            _unflip(c, c.image == 1, size[1])
-        ratio = torch.tensor([w / size[1], h / size[0]], device=image.device, dtype=c.boxes.dtype)
-        c.boxes = c.boxes * ratio.repeat(2)
-        c.landmarks = c.landmarks * ratio
-        c.source = si * passes + c.image
-        c.image = torch.zeros_like(c.image)
-        parts.append(c)
-    merged = _Candidates(
-        *(torch.cat([getattr(p, f) for p in parts]) for f in _Candidates.__dataclass_fields__)
-    )
-    return _nms_per_image(merged, 1, nms_threshold, keep_top_k)[0]

@@ -37,8 +37,9 @@ def test_writes_official_layout_and_json_lines(tmp_path: Path) -> None:
     write_detection_results(tmp_path, results, rank=1)
     preds = read_predictions(tmp_path)
     assert set(preds) == {("0--Parade", "0_Parade_1"), ("1--Handshaking", "b")}
-    np.testing.assert_allclose(preds[("0--Parade", "0_Parade_1")],
-                               [[10, 20, 20.5, 24, 0.9], [11, 20, 20.5, 24, 0.5]], rtol=1e-6)
+    np.testing.assert_allclose(
+        preds[("0--Parade", "0_Parade_1")], [[10, 20, 20.5, 24, 0.9], [11, 20, 20.5, 24, 0.5]], rtol=1e-6
+    )
     assert preds[("1--Handshaking", "b")].shape == (0, 5)
     lines = detection_results_path(tmp_path, 1).read_text().splitlines()
     first, second = (json.loads(x) for x in lines)
@@ -59,13 +60,15 @@ def test_flat_folder_event_and_bad_input(tmp_path: Path) -> None:
     write_detection_results(tmp_path, [_result(NO_EVENT, "photo", 1)])
     assert (tmp_path / "photo.txt").read_text().splitlines()[:2] == ["photo", "1"]
     with pytest.raises(ValueError, match=r"results\[0\] \(e/x\) 'boxes' must be \(N, 4\)"):
-        write_detection_results(tmp_path, [{"event": "e", "file": "x", "boxes": torch.zeros(2, 5),
-                                            "scores": torch.zeros(2)}])
+        write_detection_results(
+            tmp_path, [{"event": "e", "file": "x", "boxes": torch.zeros(2, 5), "scores": torch.zeros(2)}]
+        )
     with pytest.raises(ValueError, match="lacks \\['scores'\\]"):
         write_detection_results(tmp_path, [{"event": "e", "file": "x", "boxes": torch.zeros(2, 4)}])
     with pytest.raises(ValueError, match="2 boxes, 3 scores"):
-        write_detection_results(tmp_path, [{"event": "e", "file": "x", "boxes": torch.zeros(2, 4),
-                                            "scores": torch.zeros(3)}])
+        write_detection_results(
+            tmp_path, [{"event": "e", "file": "x", "boxes": torch.zeros(2, 4), "scores": torch.zeros(3)}]
+        )
     with pytest.raises(ValueError, match="invalid event '..'"):
         write_detection_results(tmp_path, [_result("..", "x", 1)])
 
@@ -79,7 +82,9 @@ def test_retinaface_predict_on_a_flat_folder_twice(tmp_path: Path) -> None:
     out = tmp_path / "pred"
     model = RetinaFaceModule(image_size=64, predict_dir=str(out), score_threshold=0.0)
     data = WiderFaceDataModule(image_size=64, predict_images=str(images), num_workers=0)
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False
+    )
     for _ in range(2):
         trainer.predict(model, datamodule=data, return_predictions=False)
     lines = [json.loads(x) for x in detection_results_path(out, 0).read_text().splitlines()]

@@ -10,6 +10,7 @@ from facelit.geometry.anchors import ANCHOR_PRESETS, generate_anchors
 from facelit.geometry.coding import encode_boxes, encode_landmarks, encode_mesh
 from facelit.geometry.matching import match_anchors
 from facelit.losses import MultiBoxLoss, mesh_edge_loss, mesh_edges, mesh_vertex_loss, select_hard_negatives
+from facelit.losses.multibox import stage_thresholds
 from facelit.nets import RetinaFace
 
 SIZE = (96, 96)
@@ -78,7 +79,7 @@ def test_zero_regression_loss_at_perfect_predictions() -> None:
 
 def test_landmark_loss_ignores_faces_without_landmarks_and_hidden_points() -> None:
     batch, anchors = _batch(), _anchors()
-    loss = MultiBoxLoss()
+    loss = MultiBoxLoss(use_visibility=True)
     outputs = _perfect(batch, anchors)
     ref = loss(outputs, batch, anchors)["landmarks"]
     garbage = {k: v.clone() for k, v in batch.items()}
@@ -89,6 +90,31 @@ def test_landmark_loss_ignores_faces_without_landmarks_and_hidden_points() -> No
     assert loss(outputs, garbage, anchors)["landmarks"] > 100
     without_key = {k: v for k, v in batch.items() if k != "landmarks"}
     assert loss(outputs, without_key, anchors)["landmarks"] == 0
+
+
+def test_occluded_but_annotated_landmarks_train_by_default() -> None:
+    """Both public releases train on WIDER's flag-1 (occluded, annotated) points: so does the default."""
+    batch, anchors = _batch(), _anchors()
+    outputs = _perfect(batch, anchors)
+    moved = {k: v.clone() for k, v in batch.items()}
+    moved["landmarks"][0, 2, 3:] += 5.0  # annotated but not visible (landmarks_visible False)
+    assert not MultiBoxLoss().use_visibility
+    assert MultiBoxLoss()(outputs, moved, anchors)["landmarks"] > 0
+    assert MultiBoxLoss(use_visibility=True)(outputs, moved, anchors)["landmarks"] == 0
+
+
+def test_stage_thresholds_follow_the_paper() -> None:
+    assert stage_thresholds(False) == ((0.5, 0.3), (0.5, 0.4))
+    assert stage_thresholds(True) == ((0.7, 0.3), (0.5, 0.4))
+    assert MultiBoxLoss(cascade=True).thresholds == ((0.7, 0.3), (0.5, 0.4))
+    assert MultiBoxLoss(
+        cascade=True, match_thresholds=(0.6, 0.2), cascade_thresholds=(0.55, 0.45)
+    ).thresholds == ((0.6, 0.2), (0.55, 0.45))
+    with pytest.raises(ValueError, match="match_thresholds"):
+        MultiBoxLoss(match_thresholds=(0.3, 0.5))
+    batch, anchors = _batch(), _anchors()
+    with pytest.raises(ValueError, match="cascade=True"):
+        MultiBoxLoss(cascade=True)(_perfect(batch, anchors), batch, anchors)
 
 
 def test_ohem_ratio_and_min_negatives() -> None:
@@ -143,7 +169,7 @@ def test_gradients_flow_into_every_head_with_mesh_and_cascade() -> None:
     faces = torch.tensor([[i, i + 1, i + 2] for i in range(v - 2)])
     model = RetinaFace(fpn_channels=16, num_mesh_vertices=v, cascade=True)
     batch, anchors = _batch(v), model.anchors_for(SIZE)
-    loss = MultiBoxLoss(mesh_faces=faces)
+    loss = MultiBoxLoss(mesh_faces=faces, cascade=True)
     outputs = model(batch["image"])
     parts = loss(outputs, batch, anchors, mesh_fn=model.mesh_at)
     assert {"cls", "box", "landmarks", "mesh", "cls_2", "box_2", "landmarks_2", "total"} <= set(parts)

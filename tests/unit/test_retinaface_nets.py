@@ -14,6 +14,8 @@ from facelit.geometry.matching import match_anchors
 from facelit.geometry.schemes import FIVE_POINT
 from facelit.nets import FPN, SSH, ImageNormalize, RetinaFace, create_backbone, detect, detect_multiscale
 from facelit.nets.mobilenet import MobileNetV1
+from facelit.nets.retinaface import ANCHOR_CACHE_SIZE
+from facelit.nets.retinaface_post import box_voting
 
 
 def _shapes(model: RetinaFace, size: tuple[int, int], batch: int = 2) -> dict:
@@ -82,6 +84,98 @@ def test_create_backbone_feature_info_and_errors(tmp_path) -> None:
     timm_bb = create_backbone("mobilenetv3_small_050", (8, 16, 32), weights_file=tmp_path / "mnv3.pth")
     assert (timm_bb.body.conv_stem.weight == 0.123).all()
     assert timm_bb.feature_info.reduction() == [8, 16, 32]
+
+
+def _port_mobilenet_025() -> nn.Module:
+    """The MobileNetV1-0.25 of Pytorch_Retinaface (models/net.py), rebuilt here to write a checkpoint
+    in its key layout (stage1.*, stage2.*, stage3.*, fc.*)."""
+
+    def conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.1)
+        )
+
+    def conv_dw(cin: int, cout: int, stride: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
+            nn.BatchNorm2d(cin),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(cin, cout, 1, 1, 0, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.LeakyReLU(0.1),
+        )
+
+    net = nn.Module()
+    net.stage1 = nn.Sequential(
+        conv_bn(3, 8, 2),
+        conv_dw(8, 16, 1),
+        conv_dw(16, 32, 2),
+        conv_dw(32, 32, 1),
+        conv_dw(32, 64, 2),
+        conv_dw(64, 64, 1),
+    )
+    net.stage2 = nn.Sequential(conv_dw(64, 128, 2), *(conv_dw(128, 128, 1) for _ in range(5)))
+    net.stage3 = nn.Sequential(conv_dw(128, 256, 2), conv_dw(256, 256, 1))
+    net.fc = nn.Linear(256, 1000)
+    return net
+
+
+def _randomise(module: nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for t in module.state_dict().values():
+            if t.dtype.is_floating_point:
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+
+
+def test_port_mobilenet_checkpoint_loads_through_the_key_map(tmp_path) -> None:
+    port = _port_mobilenet_025().eval()
+    _randomise(port, 0)
+    path = tmp_path / "mobilenetV1X0.25_pretrain.tar"
+    torch.save({"epoch": 1, "state_dict": {f"module.{k}": v for k, v in port.state_dict().items()}}, path)
+    ours = create_backbone("mnet0.25", (8, 16, 32), weights_file=path).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        c3 = port.stage1(x)
+        c4 = port.stage2(c3)
+        c5 = port.stage3(c4)
+        for got, want in zip(ours(x), (c3, c4, c5), strict=True):
+            torch.testing.assert_close(got, want)
+    assert create_backbone("mnet0.25", (8, 16), weights_file=path).feature_info.reduction() == [8, 16]
+    del port.stage2[3]
+    torch.save(port.state_dict(), path)
+    with pytest.raises(ValueError, match="unknown key 'stage2.3.0.weight'|missing"):
+        create_backbone("mnet0.25", (8, 16, 32), weights_file=path)
+
+
+@pytest.mark.parametrize("layout", ["torchvision", "timm_wrapped", "detector_body"])
+def test_resnet_checkpoints_load_through_the_key_map(tmp_path, layout: str) -> None:
+    """torchvision and timm ResNets share key names (conv1, bn1, layer1..4, fc); wrapped checkpoints
+    and a detector's ``body.`` backbone load too, and a checkpoint that lacks weights is refused."""
+    import torchvision
+
+    if layout == "torchvision":
+        net = torchvision.models.resnet18(weights=None)
+        _randomise(net, 1)
+        state = net.state_dict()
+    else:
+        net = timm.create_model("resnet18", pretrained=False)
+        _randomise(net, 2)
+        inner = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
+        state = (
+            {"state_dict": {f"module.{k}": v for k, v in inner.items()}}
+            if layout == "timm_wrapped"
+            else {**{f"body.{k}": v for k, v in inner.items()}, "fpn.output1.0.weight": torch.zeros(1)}
+        )
+    path = tmp_path / "resnet18.pth"
+    torch.save(state, path)
+    bb = create_backbone("resnet18", (8, 16, 32), weights_file=path)
+    assert torch.equal(bb.body.layer3[1].conv2.weight, net.layer3[1].conv2.weight)
+    assert torch.equal(bb.body.bn1.running_var, net.bn1.running_var)
+    partial = {k: v for k, v in net.state_dict().items() if not k.startswith("layer4.")}
+    torch.save(partial, path)
+    with pytest.raises(ValueError, match="layer4"):
+        create_backbone("resnet18", (8, 16, 32), weights_file=path)
 
 
 def test_bad_configuration() -> None:
@@ -243,16 +337,22 @@ def test_flip_and_multiscale_tta_map_back_to_the_original_frame() -> None:
     # asymmetric five points: left eye, right eye, nose, left / right mouth corner (image sides)
     landmarks = torch.tensor([[45.0, 40.0], [72.0, 44.0], [62.0, 58.0], [50.0, 70.0], [75.0, 68.0]])
     model = _FakeDetector(box, landmarks, (h, w))
-    res = detect_multiscale(model, image, scales=(1.0, 0.5), flip=True, nms_threshold=1.0)
+    res = detect_multiscale(model, image, scales=(1.0, 0.5), flip=True, nms_threshold=1.0, merge="nms")
     assert sorted(res["source"].unique().tolist()) == [0, 1, 2, 3]  # all four passes kept
     for i in range(len(res["scores"])):
         torch.testing.assert_close(res["boxes"][i], box, atol=1e-3, rtol=0)
         torch.testing.assert_close(res["landmarks"][i], landmarks, atol=1e-3, rtol=0)
     # NMS merges the passes; the best (last, flipped, half-scale) pass wins
     model.calls = 0
-    merged = detect_multiscale(model, image, scales=(1.0, 0.5), flip=True)
+    merged = detect_multiscale(model, image, scales=(1.0, 0.5), flip=True, merge="nms")
     assert merged["source"].tolist() == [3]
     torch.testing.assert_close(merged["landmarks"][0], landmarks, atol=1e-3, rtol=0)
+    # box voting (the default) also gives one detection here, at the same place, with the best score
+    model.calls = 0
+    voted = detect_multiscale(model, image, scales=(1.0, 0.5), flip=True)
+    assert voted["source"].tolist() == [3] and voted["scores"][0] == merged["scores"][0]
+    torch.testing.assert_close(voted["boxes"][0], box, atol=1e-3, rtol=0)
+    torch.testing.assert_close(voted["landmarks"][0], landmarks, atol=1e-3, rtol=0)
     with pytest.raises(ValueError, match="one"):
         detect_multiscale(model, torch.zeros(2, 3, h, w))
 
@@ -260,3 +360,31 @@ def test_flip_and_multiscale_tta_map_back_to_the_original_frame() -> None:
 def test_mobilenet_rejects_bad_strides() -> None:
     with pytest.raises(ValueError, match="subset"):
         MobileNetV1(out_strides=(8, 12))
+
+
+def test_box_voting_hand_computed() -> None:
+    """Two boxes at IoU 9/11 vote (score-weighted mean, best score); a lone box is kept as is."""
+    boxes = torch.tensor([[1.0, 0.0, 11.0, 10.0], [0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0]])
+    scores = torch.tensor([0.6, 0.9, 0.5])
+    landmarks = torch.stack([torch.full((5, 2), v) for v in (3.0, 1.5, 7.0)])
+    out = box_voting(boxes, scores, landmarks, iou_threshold=0.4)
+    torch.testing.assert_close(out["boxes"], torch.tensor([[0.4, 0.0, 10.4, 10.0], [50.0, 50.0, 60.0, 60.0]]))
+    assert out["scores"].tolist() == pytest.approx([0.9, 0.5]) and out["head"].tolist() == [1, 2]
+    torch.testing.assert_close(out["landmarks"][:, 0, 0], torch.tensor([(0.9 * 1.5 + 0.6 * 3) / 1.5, 7.0]))
+    apart = box_voting(boxes, scores, landmarks, iou_threshold=0.9)  # 0.82 < 0.9: three clusters
+    assert apart["head"].tolist() == [1, 0, 2]
+    assert box_voting(boxes[:0], scores[:0], landmarks[:0])["boxes"].shape == (0, 4)
+
+
+def test_anchor_cache_is_lru_bounded() -> None:
+    model = RetinaFace(fpn_channels=8)
+    sizes = [(32 * (i + 1), 32) for i in range(ANCHOR_CACHE_SIZE + 4)]
+    first = model.anchors_for(sizes[0])
+    for size in sizes[1:ANCHOR_CACHE_SIZE]:
+        model.anchors_for(size)
+    assert model.anchors_for(sizes[0]) is first  # a hit, now the most recently used
+    for size in sizes[ANCHOR_CACHE_SIZE:]:
+        model.anchors_for(size)
+    assert len(model._anchor_cache) == ANCHOR_CACHE_SIZE
+    assert model.anchors_for(sizes[0]) is first  # kept: recently used
+    assert (sizes[1][0], sizes[1][1], torch.device("cpu"), torch.float32) not in model._anchor_cache

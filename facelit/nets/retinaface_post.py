@@ -1,0 +1,285 @@
+"""RetinaFace post-processing: decoding, NMS, box voting, multi-scale and flip test-time augmentation.
+
+Convention
+----------
+Boxes and landmarks are in pixels of the network input (or, after :func:`detect_multiscale`, of the
+original image), pixel-area frame: boxes ``xyxy``, points ``(x, y)``, flip ``x' = W - x``,
+landmarks in ``FIVE_POINT`` order (left/right swapped with its flip permutation on un-flipping).
+
+Defaults (named once here, used by ``RetinaFaceModule`` and the benchmarks): face probability
+> ``SCORE_THRESHOLD`` (0.02) among the ``TOP_K`` (5000) best anchors, NMS at IoU ``NMS_THRESHOLD``
+(0.4), at most ``KEEP_TOP_K`` (750) detections per image. Test-time augmentation merges the passes
+by box voting at IoU ``VOTE_THRESHOLD`` (0.4), as the paper does (sec. 4.2, "box voting [15] with
+IoU 0.4"); NMS stays an option (``merge="nms"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.ops import batched_nms, box_iou
+
+from facelit.geometry.anchors import AnchorSet
+from facelit.geometry.coding import decode_boxes, decode_landmarks
+from facelit.geometry.schemes import FIVE_POINT
+
+if TYPE_CHECKING:
+    from facelit.nets.retinaface import RetinaFace
+
+__all__ = [
+    "NUM_LANDMARKS",
+    "SCORE_THRESHOLD",
+    "NMS_THRESHOLD",
+    "VOTE_THRESHOLD",
+    "TOP_K",
+    "KEEP_TOP_K",
+    "decode_outputs",
+    "detect",
+    "detect_multiscale",
+    "box_voting",
+]
+
+NUM_LANDMARKS = FIVE_POINT.num_points
+SCORE_THRESHOLD = 0.02
+NMS_THRESHOLD = 0.4
+VOTE_THRESHOLD = 0.4
+TOP_K = 5000
+KEEP_TOP_K = 750
+
+Merge = Literal["vote", "nms"]
+
+
+def _anchor_boxes(anchors: AnchorSet | Tensor, num: int) -> Tensor:
+    boxes = anchors.boxes if isinstance(anchors, AnchorSet) else anchors
+    if boxes.ndim != 2 or boxes.shape != (num, 4):
+        raise ValueError(
+            f"outputs have {num} anchors but anchors have shape {tuple(boxes.shape)}; "
+            "use model.anchors_for(image_size) of the same input size"
+        )
+    return boxes
+
+
+def decode_outputs(
+    outputs: dict[str, Tensor | list[Tensor]], anchors: AnchorSet | Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Scores and decoded boxes/landmarks of every anchor (the cascade stage when present).
+
+    Args:
+        outputs: ``RetinaFace.forward`` output (``cls``, ``box``, ``landmarks`` (B, A, ...)).
+        anchors: ``AnchorSet`` or (A, 4) boxes of the same input size.
+
+    Returns:
+        float32 scores (B, A) face probability, boxes (B, A, 4) xyxy, landmarks (B, A, 5, 2) in pixels.
+    """
+    cls = outputs["cls"]
+    priors = _anchor_boxes(anchors, cls.shape[1]).float()
+    stage = "_2" if "box_2" in outputs else ""
+    if stage:  # cascade: stage 2 regresses from the stage-1 boxes
+        priors = decode_boxes(outputs["box"].float(), priors)
+    boxes = decode_boxes(outputs[f"box{stage}"].float(), priors)
+    points = outputs[f"landmarks{stage}"].float().unflatten(-1, (NUM_LANDMARKS, 2))
+    scores = outputs[f"cls{stage}"].float().softmax(-1)[..., 1]
+    return scores, boxes, decode_landmarks(points, priors)
+
+
+@dataclass
+class _Candidates:
+    """Flat pre-NMS detections of a batch: all fields (N, ...)."""
+
+    image: Tensor
+    anchor_index: Tensor
+    boxes: Tensor
+    scores: Tensor
+    landmarks: Tensor
+    source: Tensor | None = None  # test-time-augmentation pass, see detect_multiscale
+
+
+def _candidates(
+    scores: Tensor, boxes: Tensor, landmarks: Tensor, score_threshold: float, top_k: int
+) -> _Candidates:
+    k = min(top_k, scores.shape[1])
+    top_scores, top_idx = scores.topk(k, dim=1)
+    keep = top_scores > score_threshold
+    image = torch.arange(scores.shape[0], device=scores.device)[:, None].expand_as(top_idx)[keep]
+    anchor = top_idx[keep]
+    return _Candidates(image, anchor, boxes[image, anchor], scores[image, anchor], landmarks[image, anchor])
+
+
+def _nms_per_image(
+    c: _Candidates, num_images: int, nms_threshold: float, keep_top_k: int
+) -> list[dict[str, Tensor]]:
+    keep = batched_nms(c.boxes, c.scores, c.image, nms_threshold)  # by score, descending
+    keep = keep[torch.argsort(c.image[keep], stable=True)]  # grouped by image, still by score within
+    counts = torch.bincount(c.image[keep], minlength=num_images)
+    rank = torch.arange(keep.numel(), device=keep.device) - (counts.cumsum(0) - counts)[c.image[keep]]
+    keep = keep[rank < keep_top_k]
+    sizes = counts.clamp(max=keep_top_k).tolist()
+    fields = {
+        "boxes": c.boxes[keep],
+        "scores": c.scores[keep],
+        "landmarks": c.landmarks[keep],
+        "anchor_index": c.anchor_index[keep],
+    }
+    if c.source is not None:
+        fields["source"] = c.source[keep]
+    split = {name: value.split(sizes) for name, value in fields.items()}
+    return [{name: split[name][i] for name in fields} for i in range(num_images)]
+
+
+def _check_detect_args(score_threshold: float, nms_threshold: float, top_k: int, keep_top_k: int) -> None:
+    if not 0.0 <= nms_threshold <= 1.0:
+        raise ValueError(f"nms_threshold must be in [0, 1], got {nms_threshold}")
+    if top_k < 1 or keep_top_k < 1:
+        raise ValueError(f"top_k and keep_top_k must be >= 1, got {top_k}, {keep_top_k}")
+    if not 0.0 <= score_threshold < 1.0:
+        raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}")
+
+
+@torch.no_grad()
+def detect(
+    outputs: dict[str, Tensor | list[Tensor]],
+    anchors: AnchorSet | Tensor,
+    score_threshold: float = SCORE_THRESHOLD,
+    nms_threshold: float = NMS_THRESHOLD,
+    top_k: int = TOP_K,
+    keep_top_k: int = KEEP_TOP_K,
+) -> list[dict[str, Tensor]]:
+    """Decode, threshold, NMS per image (batched over images on the device).
+
+    Per image: anchors with face probability > ``score_threshold`` among the ``top_k`` best, NMS at
+    IoU ``nms_threshold``, then the ``keep_top_k`` best.
+
+    Returns:
+        per image a dict: ``boxes`` (P, 4) xyxy, ``scores`` (P,), ``landmarks`` (P, 5, 2),
+        ``anchor_index`` (P,) int64 (for ``RetinaFace.mesh_at``), sorted by score, descending.
+    """
+    _check_detect_args(score_threshold, nms_threshold, top_k, keep_top_k)
+    scores, boxes, landmarks = decode_outputs(outputs, anchors)
+    cands = _candidates(scores, boxes, landmarks, score_threshold, top_k)
+    return _nms_per_image(cands, scores.shape[0], nms_threshold, keep_top_k)
+
+
+def _unflip(c: _Candidates, flipped: Tensor, width: int) -> None:
+    """In place: map candidates detected on the horizontally flipped image back (x' = W - x, swap
+    left/right landmarks with ``FIVE_POINT.flip_perm``)."""
+    boxes = torch.stack((width - c.boxes[:, 2], c.boxes[:, 1], width - c.boxes[:, 0], c.boxes[:, 3]), dim=-1)
+    lm = c.landmarks[:, FIVE_POINT.flip_tensor(c.landmarks.device)]
+    lm = torch.stack((width - lm[..., 0], lm[..., 1]), dim=-1)
+    c.boxes = torch.where(flipped[:, None], boxes, c.boxes)
+    c.landmarks = torch.where(flipped[:, None, None], lm, c.landmarks)
+
+
+def box_voting(
+    boxes: Tensor,
+    scores: Tensor,
+    landmarks: Tensor,
+    iou_threshold: float = VOTE_THRESHOLD,
+    keep_top_k: int = KEEP_TOP_K,
+) -> dict[str, Tensor]:
+    """Box voting (Gidaris and Komodakis 2015, as RetinaFace merges its test-time passes).
+
+    Greedy clusters in descending score order: the best remaining candidate heads a cluster of every
+    remaining candidate overlapping it at IoU > ``iou_threshold`` (exactly the boxes greedy NMS
+    would suppress with it). Each cluster gives one detection: the score-weighted mean of its boxes
+    and of its landmarks, with the head's (largest) score. Unlike the SSH-style ``bbox_vote`` of
+    the authors' mxnet code, a cluster of one candidate is kept, not dropped.
+
+    Args:
+        boxes: (N, 4) xyxy; scores: (N,); landmarks: (N, 5, 2).
+        iou_threshold: cluster IoU (0.4 in the paper).
+        keep_top_k: at most this many clusters (the best heads).
+
+    Returns:
+        ``boxes`` (P, 4), ``scores`` (P,), ``landmarks`` (P, 5, 2), ``head`` (P,) int64 index of each
+        cluster's head in the input, sorted by score, descending.
+    """
+    heads = batched_nms(boxes, scores, torch.zeros_like(scores, dtype=torch.long), iou_threshold)[:keep_top_k]
+    if heads.numel() == 0:
+        return {"boxes": boxes[:0], "scores": scores[:0], "landmarks": landmarks[:0], "head": heads}
+    overlap = box_iou(boxes[heads], boxes) > iou_threshold  # (K, N), the heads in score order
+    overlap[torch.arange(heads.numel(), device=heads.device), heads] = True
+    member = overlap.any(0)
+    cluster = overlap.int().argmax(0)  # first (best) head each candidate overlaps: greedy NMS's suppressor
+    weight = torch.zeros(heads.numel(), member.numel(), dtype=scores.dtype, device=scores.device)
+    idx = member.nonzero(as_tuple=True)[0]
+    weight[cluster[idx], idx] = scores[idx]
+    weight = weight / weight.sum(1, keepdim=True)
+    return {
+        "boxes": weight @ boxes,
+        "scores": scores[heads],
+        "landmarks": (weight @ landmarks.flatten(1)).unflatten(1, landmarks.shape[1:]),
+        "head": heads,
+    }
+
+
+@torch.no_grad()
+def detect_multiscale(
+    model: RetinaFace,
+    image: Tensor,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = True,
+    score_threshold: float = SCORE_THRESHOLD,
+    nms_threshold: float = NMS_THRESHOLD,
+    top_k: int = TOP_K,
+    keep_top_k: int = KEEP_TOP_K,
+    merge: Merge = "vote",
+    vote_threshold: float = VOTE_THRESHOLD,
+) -> dict[str, Tensor]:
+    """Test-time augmentation: run ``model`` on resized (and horizontally flipped) copies of one
+    image, map every pre-NMS candidate back to the original frame, then merge them once.
+
+    Args:
+        model: a RetinaFace (put it in eval mode first).
+        image: (3, H, W) or (1, 3, H, W) RGB in [0, 1].
+        scales: resize factors; the input of scale ``s`` is ``(round(H s), round(W s))`` pixels
+            (bilinear, antialiased when shrinking), and coordinates map back by the exact size ratio.
+        flip: also run the mirrored image of every scale (same batch).
+        merge: ``"vote"`` (box voting at ``vote_threshold``, the paper) or ``"nms"`` (at
+            ``nms_threshold``).
+
+    Returns:
+        dict as in :func:`detect` (``anchor_index`` of the kept/heading candidate) plus ``source``
+        (P,) int64: the pass of that candidate, ``scale_index * (2 if flip else 1) + flipped``;
+        ``anchor_index`` refers to that pass's anchors.
+    """
+    _check_detect_args(score_threshold, nms_threshold, top_k, keep_top_k)
+    if merge not in ("vote", "nms"):
+        raise ValueError(f"merge must be 'vote' or 'nms', got {merge!r}")
+    if image.ndim == 4 and image.shape[0] == 1:
+        image = image[0]
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"detect_multiscale takes one (3, H, W) image, got {tuple(image.shape)}")
+    if not scales or any(s <= 0 for s in scales):
+        raise ValueError(f"scales must be positive, got {tuple(scales)}")
+    h, w = image.shape[-2:]
+    passes = 2 if flip else 1
+    parts: list[_Candidates] = []
+    for si, s in enumerate(scales):
+        size = (max(1, round(h * s)), max(1, round(w * s)))
+        x = image[None]
+        if size != (h, w):
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=s < 1)
+        batch = torch.cat((x, x.flip(-1))) if flip else x
+        scores, boxes, landmarks = decode_outputs(model(batch), model.anchors_for(size, image.device))
+        c = _candidates(scores, boxes, landmarks, score_threshold, top_k)
+        if flip:
+            _unflip(c, c.image == 1, size[1])
+        ratio = torch.tensor([w / size[1], h / size[0]], device=image.device, dtype=c.boxes.dtype)
+        c.boxes = c.boxes * ratio.repeat(2)
+        c.landmarks = c.landmarks * ratio
+        c.source = si * passes + c.image
+        c.image = torch.zeros_like(c.image)
+        parts.append(c)
+    merged = _Candidates(
+        *(torch.cat([getattr(p, f) for p in parts]) for f in _Candidates.__dataclass_fields__)
+    )
+    if merge == "nms":
+        return _nms_per_image(merged, 1, nms_threshold, keep_top_k)[0]
+    voted = box_voting(merged.boxes, merged.scores, merged.landmarks, vote_threshold, keep_top_k)
+    head = voted.pop("head")
+    return {**voted, "anchor_index": merged.anchor_index[head], "source": merged.source[head]}
