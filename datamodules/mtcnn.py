@@ -198,7 +198,12 @@ class MTCNNDataModule(WiderFaceDataModule):
     def build_datasets(self, stage: str) -> None:
         if stage == "predict":
             self.collate_fn = collate_detections
-            super().build_datasets(stage)
+            if self.predict_images is not None:  # a folder of images needs no annotation files
+                from facelit.datasets.images import ImageFolderDataset
+
+                self.predict_set = ImageFolderDataset(self.predict_images)
+            else:
+                super().build_datasets(stage)
             return
         self.collate_fn = collate_crops
         if self.synthetic:
