@@ -38,6 +38,8 @@ TINY: dict[str, list[str]] = {
     "padaco": [*FACE_DATA, "--data.init_args.image_size=32", "--data.init_args.synth_source_size=8",
                "--data.init_args.synth_target_size=4", "--data.init_args.synth_val_size=2",
                "--data.init_args.synth_test_size=2", "--data.init_args.target_batch_size=2"],
+    "face_recognition": [*FACE_DATA, "--data.init_args.image_size=[32,32]", "--data.init_args.synth_eval_size=150",
+                         "--data.init_args.synth_eval_identities=30", "--data.init_args.synth_pairs_per_fold=1"],
     "tinyface": [*FACE_DATA, "--data.init_args.hr_size=32", "--data.init_args.synth_scene_size=64",
                  "--data.init_args.crops_per_image=2", "--data.init_args.min_crop_size=8"],
     "mtcnn": [*FACE_DATA, "--data.init_args.image_size=64", "--data.init_args.synth_render_size=64",

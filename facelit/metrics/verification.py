@@ -42,6 +42,7 @@ __all__ = [
     "roc_curve",
     "evaluate_pairs",
     "VerificationMetric",
+    "IncompletePairsError",
     "features_for_pairs",
     "main",
 ]
@@ -178,6 +179,11 @@ def evaluate_pairs(
     return out
 
 
+class IncompletePairsError(ValueError):
+    """The pairs seen cannot run the k-fold protocol (fewer than 2 folds, or one class missing),
+    e.g. after ``limit_val_batches`` or ``fast_dev_run``."""
+
+
 class VerificationMetric(Metric):
     """Pair verification under DDP: gathers every rank's pairs, de-duplicates them by pair index
     (the padding of DistributedSampler repeats samples), then runs :func:`evaluate_pairs`.
@@ -216,6 +222,10 @@ class VerificationMetric(Metric):
         first = torch.full((int(keep.max()) + 1,), index.numel(), dtype=torch.long).scatter_reduce(
             0, keep, torch.arange(index.numel()), reduce="amin")
         cat = {n: dim_zero_cat(getattr(self, n)).cpu()[first] for n in ("left", "right", "same", "fold")}
+        folds, classes = torch.unique(cat["fold"]).numel(), torch.unique(cat["same"]).numel()
+        if folds < 2 or classes < 2:
+            raise IncompletePairsError(f"{first.numel()} pairs from {folds} fold(s) with {classes} class(es): "
+                                       "the k-fold protocol needs >= 2 folds and matched and mismatched pairs")
         self.last = evaluate_pairs(cat["left"], cat["right"], cat["same"], cat["fold"], self.fars)
         return {k: torch.tensor(v, dtype=torch.float32) for k, v in self.last.items() if isinstance(v, float)}
 

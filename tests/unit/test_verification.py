@@ -12,6 +12,7 @@ import torch
 
 from facelit.datasets.recognition import read_pairs
 from facelit.metrics.verification import (
+    IncompletePairsError,
     VerificationMetric,
     best_threshold,
     evaluate_pairs,
@@ -148,3 +149,11 @@ def test_command_prints_one_json_line(tmp_path: Path, capsys) -> None:
     np.savez(tmp_path / "g.npz", names=np.array(names[:-1]), features=np.stack(feats[:-1]))
     with pytest.raises(ValueError, match="g.npz: 1 pair images have no feature"):
         main(["--pairs", str(tmp_path / "pairs.txt"), "--features", str(tmp_path / "g.npz")])
+
+
+def test_metric_refuses_a_partial_pass() -> None:
+    left, right, same, fold = _random_pairs(3)
+    metric = VerificationMetric()
+    metric.update(left[:4], right[:4], same[:4], fold[:4], torch.arange(4))  # fold 1, matched only
+    with pytest.raises(IncompletePairsError, match="1 fold"):
+        metric.compute()
