@@ -217,6 +217,23 @@ def test_slurm_sigusr1_saves_hpc_checkpoint_requeues_and_resumes(tmp_path: Path)
     resumed = _run_cli([*args, *record_args], env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads(record.read_text()) == [0, 1, 2, 2, 3, 4]
+    # Both attempts logged and checkpointed into one run directory, named after the job.
+    runs = sorted(p.name for p in (tmp_path / "retinaface_demo").iterdir())
+    assert runs == ["slurm-4242"], runs
+    run_dir = tmp_path / "retinaface_demo" / "slurm-4242"
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] >= 4
+    assert (run_dir / "metrics.csv").is_file() and (run_dir / "hparams.yaml").is_file()
+
+
+def test_slurm_batch_job_pins_the_logger_version_to_the_job(tmp_path: Path, monkeypatch):
+    for key, value in _fake_slurm_env(tmp_path, "5151").items():
+        monkeypatch.setenv(key, value)
+    cli = main(["--config", str(DEMO), *SMALL, f"--trainer.logger.init_args.save_dir={tmp_path}"], run=False)
+    assert cli.trainer.logger.version == "slurm-5151"
+    assert Path(cli.trainer.logger.log_dir) == tmp_path / "retinaface_demo" / "slurm-5151"
+    monkeypatch.setenv("SLURM_JOB_NAME", "interactive")  # Lightning's opt-out: no SLURM environment
+    cli = main(["--config", str(DEMO), *SMALL, f"--trainer.logger.init_args.save_dir={tmp_path}"], run=False)
+    assert cli.trainer.logger.version == 0
 
 
 def test_sbatch_template_runs_srun_with_stable_root_and_wandb_id(tmp_path: Path):
@@ -231,6 +248,10 @@ def test_sbatch_template_runs_srun_with_stable_root_and_wandb_id(tmp_path: Path)
     sbatch = REPO / "scripts" / "slurm" / "train.sbatch"
     text = sbatch.read_text()
     assert "#SBATCH --signal=SIGUSR1@90" in text and "#SBATCH --requeue" in text
+    # One task per GPU, in the header and in the usage line.
+    assert "#SBATCH --ntasks-per-node=1\n#SBATCH --gpus-per-node=1" in text
+    usage = next(line for line in text.splitlines() if line.startswith("#   sbatch "))
+    assert "--gpus-per-node=4 --ntasks-per-node=4" in usage
     env = {
         **os.environ,
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
@@ -259,6 +280,10 @@ def test_sbatch_template_runs_srun_with_stable_root_and_wandb_id(tmp_path: Path)
         f"--trainer.default_root_dir={tmp_path}/runs/rf-777" in words
         and words[-1] == "--trainer.max_epochs=3"
     )
+    # An allocation with fewer tasks than GPUs per node is refused.
+    bad = subprocess.run(["bash", str(sbatch), "configs/retinaface.yaml"], cwd=REPO, capture_output=True, text=True,
+                         env={**env, "SLURM_NTASKS_PER_NODE": "1(x2)"}, timeout=60)
+    assert bad.returncode == 2 and "one task per GPU" in bad.stderr
     # The arguments sbatch passes parse with our CLI.
     cli_args = words[words.index("cli.py") + 1 :]
     cli_args = [a for a in cli_args if not a.startswith(("--trainer.accelerator", "--trainer.strategy"))]
