@@ -1,9 +1,11 @@
 """facelit.synth: the procedural synthetic face world (heads, crops, scenes, domains), rendered with torch.
 
-Everything is deterministic in (seed, index); see ``world`` for the sample contracts, ``render``
-for the camera, ``head`` / ``templates`` for the parametric heads and ``facelit.geometry.pose``
-for the angle convention. ``render_crops`` / ``render_scenes`` (and the datasets' ``__getitems__``)
-render several samples at once, several times faster than one by one. The renderer issues many
+Everything is deterministic in (seed, index); see ``world`` for the sample contracts (``crops`` and
+``scenes`` render them, from the shared steps of ``compose``), ``posing`` for the camera,
+``accessories`` / ``soup`` / ``features`` / ``render`` for the renderer, ``head`` / ``templates``
+for the parametric heads and ``facelit.geometry.pose`` for the angle convention.
+``render_crops`` / ``render_scenes`` (and the datasets' ``__getitems__``) render several samples at
+once, several times faster than one by one. The renderer issues many
 small tensor ops: run it single-threaded (DataLoader workers are), intra-op threads only slow it.
 """
 

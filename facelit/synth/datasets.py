@@ -13,9 +13,11 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from .compose import _check_scheme
+from .crops import render_crops
 from .domains import get_domain
 from .head import check_species
-from .world import _check_scheme, render_crops, render_scenes
+from .scenes import render_scenes
 
 __all__ = ["FaceCropDataset", "SceneDataset"]
 
