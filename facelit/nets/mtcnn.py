@@ -27,6 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
@@ -63,6 +64,17 @@ class MTCNNNormalize(nn.Module):
         return (x * 255.0 - INPUT_MEAN) * INPUT_SCALE
 
 
+class PReLU(nn.PReLU):
+    """``nn.PReLU`` (same parameter) that runs channels_last maps as a (pixels, C) matrix, several
+    times faster on CPU than PyTorch's PReLU kernel on channels_last tensors; same values."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            nhwc = x.permute(0, 2, 3, 1)
+            return F.prelu(nhwc.reshape(-1, x.shape[1]), self.weight).view(nhwc.shape).permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
 def _flatten_whc(x: Tensor) -> Tensor:
     """(B, C, H, W) -> (B, W * H * C) in the released dense layers' (W, H, C) order."""
     return x.permute(0, 3, 2, 1).flatten(1)
@@ -81,12 +93,12 @@ class PNet(nn.Module):
         super().__init__()
         self.normalize = MTCNNNormalize()
         self.conv1 = nn.Conv2d(3, 10, kernel_size=3)
-        self.prelu1 = nn.PReLU(10)
+        self.prelu1 = PReLU(10)
         self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
         self.conv2 = nn.Conv2d(10, 16, kernel_size=3)
-        self.prelu2 = nn.PReLU(16)
+        self.prelu2 = PReLU(16)
         self.conv3 = nn.Conv2d(16, 32, kernel_size=3)
-        self.prelu3 = nn.PReLU(32)
+        self.prelu3 = PReLU(32)
         self.conv4_1 = nn.Conv2d(32, 2, kernel_size=1)
         self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
         self.conv4_3 = nn.Conv2d(32, _LANDMARK_OUTPUTS, kernel_size=1) if landmarks else None
@@ -100,10 +112,15 @@ class PNet(nn.Module):
         return self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
 
     def heads(self, feats: Tensor) -> dict[str, Tensor]:
-        out = {"logits": self.conv4_1(feats), "boxes": self.conv4_2(feats)}
-        if self.conv4_3 is not None:
-            out["landmarks"] = self.conv4_3(feats)
-        return out
+        """The 1x1 heads as one matrix product over the channels (the same arithmetic as three 1x1
+        convs, without the slow small-output conv path on channels_last maps)."""
+        convs = [c for c in (self.conv4_1, self.conv4_2, self.conv4_3) if c is not None]
+        weight = torch.cat([c.weight.flatten(1) for c in convs])
+        bias = torch.cat([c.bias for c in convs])
+        out = F.linear(feats.permute(0, 2, 3, 1), weight, bias).permute(0, 3, 1, 2)
+        parts = out.split([c.out_channels for c in convs], dim=1)
+        names = ("logits", "boxes", "landmarks")
+        return dict(zip(names, parts))
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """(B, 3, H, W) in [0, 1], H, W >= 12 -> maps ``logits`` (B, 2, h, w), ``boxes`` (B, 4, h, w)."""
@@ -121,15 +138,15 @@ class RNet(nn.Module):
         super().__init__()
         self.normalize = MTCNNNormalize()
         self.conv1 = nn.Conv2d(3, 28, kernel_size=3)
-        self.prelu1 = nn.PReLU(28)
+        self.prelu1 = PReLU(28)
         self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
         self.conv2 = nn.Conv2d(28, 48, kernel_size=3)
-        self.prelu2 = nn.PReLU(48)
+        self.prelu2 = PReLU(48)
         self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
         self.conv3 = nn.Conv2d(48, 64, kernel_size=2)
-        self.prelu3 = nn.PReLU(64)
+        self.prelu3 = PReLU(64)
         self.dense4 = nn.Linear(576, 128)
-        self.prelu4 = nn.PReLU(128)
+        self.prelu4 = PReLU(128)
         self.dense5_1 = nn.Linear(128, 2)
         self.dense5_2 = nn.Linear(128, 4)
         self.dense5_3 = nn.Linear(128, _LANDMARK_OUTPUTS) if landmarks else None
@@ -159,19 +176,19 @@ class ONet(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.normalize = MTCNNNormalize()
         self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
-        self.prelu1 = nn.PReLU(32)
+        self.prelu1 = PReLU(32)
         self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
         self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
-        self.prelu2 = nn.PReLU(64)
+        self.prelu2 = PReLU(64)
         self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
         self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
-        self.prelu3 = nn.PReLU(64)
+        self.prelu3 = PReLU(64)
         self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
         self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
-        self.prelu4 = nn.PReLU(128)
+        self.prelu4 = PReLU(128)
         self.dropout = nn.Dropout(dropout)
         self.dense5 = nn.Linear(1152, 256)
-        self.prelu5 = nn.PReLU(256)
+        self.prelu5 = PReLU(256)
         self.dense6_1 = nn.Linear(256, 2)
         self.dense6_2 = nn.Linear(256, 4)
         self.dense6_3 = nn.Linear(256, _LANDMARK_OUTPUTS)

@@ -131,8 +131,12 @@ def pyramid_scales(height: int, width: int, min_face: float, factor: float) -> l
 # ---- resampling ------------------------------------------------------------------------------------
 def integral_image(images: Tensor) -> Tensor:
     """(B, C, H, W) -> (B, H + 1, W + 1, C) float64 summed-area table with a zero first row/column."""
-    table = F.pad(images.double().cumsum(-1).cumsum(-2), (1, 0, 1, 0))
-    return table.permute(0, 2, 3, 1)
+    b, c, h, w = images.shape
+    table = images.new_zeros(b, h + 1, w + 1, c, dtype=torch.float64)
+    inner = table[:, 1:, 1:]
+    torch.cumsum(images.permute(0, 2, 3, 1).double(), dim=1, out=inner)
+    inner.cumsum_(dim=2)
+    return table
 
 
 def _bin_edges(start: Tensor, length: Tensor, size: int) -> tuple[Tensor, Tensor]:
