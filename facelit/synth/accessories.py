@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 
 from .appearance import Identity
+from .cache import tensor_cache
 from .head import HeadModel, identity_heights
 from .posing import MAT_BODY, MAT_HAIR, Assets, Piece, vertex_normals
 
@@ -16,7 +16,7 @@ __all__ = ["build_assets"]
 
 
 # ------------------------------------------------------------------------------------ accessories
-@functools.cache
+@tensor_cache()
 def _tube_faces(rows: int, cols: int, closed: bool) -> torch.Tensor:
     """Quads of a (rows, cols) vertex grid as triangles, columns wrapping when ``closed``."""
     r = torch.arange(rows - 1)[:, None]

@@ -16,6 +16,8 @@ from .head import HeadModel, HeadParams
 __all__ = [
     "SKIN_TONES",
     "HAIR_COLOURS",
+    "IRIS_COLOURS",
+    "palette",
     "Identity",
     "IDENTITY_DRAWS",
     "identity_from_uniform",
@@ -25,41 +27,52 @@ __all__ = [
     "combine",
 ]
 
-SKIN_TONES = torch.tensor(
-    [
-        [0.36, 0.23, 0.16],
-        [0.48, 0.31, 0.21],
-        [0.60, 0.41, 0.29],
-        [0.71, 0.51, 0.38],
-        [0.80, 0.61, 0.48],
-        [0.87, 0.69, 0.57],
-        [0.93, 0.78, 0.66],
-        [0.96, 0.84, 0.75],
-    ]
+# Palettes as plain numbers (no tensor is built at import time); rows are RGB in [0, 1].
+SKIN_TONES: tuple[tuple[float, float, float], ...] = (
+    (0.36, 0.23, 0.16),
+    (0.48, 0.31, 0.21),
+    (0.60, 0.41, 0.29),
+    (0.71, 0.51, 0.38),
+    (0.80, 0.61, 0.48),
+    (0.87, 0.69, 0.57),
+    (0.93, 0.78, 0.66),
+    (0.96, 0.84, 0.75),
 )
-HAIR_COLOURS = torch.tensor(
-    [
-        [0.05, 0.04, 0.04],
-        [0.16, 0.10, 0.06],
-        [0.33, 0.21, 0.12],
-        [0.75, 0.61, 0.37],
-        [0.52, 0.21, 0.09],
-        [0.60, 0.60, 0.60],
-        [0.85, 0.84, 0.80],
-    ]
+HAIR_COLOURS: tuple[tuple[float, float, float], ...] = (
+    (0.05, 0.04, 0.04),
+    (0.16, 0.10, 0.06),
+    (0.33, 0.21, 0.12),
+    (0.75, 0.61, 0.37),
+    (0.52, 0.21, 0.09),
+    (0.60, 0.60, 0.60),
+    (0.85, 0.84, 0.80),
 )
-_HAIR_P = torch.tensor([0.3, 0.25, 0.17, 0.1, 0.06, 0.07, 0.05])
-IRIS_COLOURS = torch.tensor([[0.30, 0.17, 0.08], [0.14, 0.08, 0.05], [0.25, 0.42, 0.62], [0.30, 0.45, 0.30]])
+_HAIR_P = (0.3, 0.25, 0.17, 0.1, 0.06, 0.07, 0.05)
+IRIS_COLOURS: tuple[tuple[float, float, float], ...] = (
+    (0.30, 0.17, 0.08),
+    (0.14, 0.08, 0.05),
+    (0.25, 0.42, 0.62),
+    (0.30, 0.45, 0.30),
+)
 _FUR = {
-    "horse": torch.tensor(
-        [[0.42, 0.22, 0.10], [0.56, 0.29, 0.13], [0.10, 0.08, 0.07], [0.74, 0.72, 0.69], [0.80, 0.64, 0.40]]
+    "horse": (
+        (0.42, 0.22, 0.10),
+        (0.56, 0.29, 0.13),
+        (0.10, 0.08, 0.07),
+        (0.74, 0.72, 0.69),
+        (0.80, 0.64, 0.40),
     ),
-    "sheep": torch.tensor([[0.86, 0.82, 0.74], [0.80, 0.75, 0.64], [0.14, 0.12, 0.11], [0.55, 0.45, 0.38]]),
+    "sheep": ((0.86, 0.82, 0.74), (0.80, 0.75, 0.64), (0.14, 0.12, 0.11), (0.55, 0.45, 0.38)),
 }
 _MANE = {
-    "horse": torch.tensor([[0.06, 0.05, 0.04], [0.30, 0.15, 0.07], [0.85, 0.80, 0.65]]),
-    "sheep": torch.tensor([[0.93, 0.90, 0.82], [0.85, 0.80, 0.68], [0.78, 0.74, 0.66]]),
+    "horse": ((0.06, 0.05, 0.04), (0.30, 0.15, 0.07), (0.85, 0.80, 0.65)),
+    "sheep": ((0.93, 0.90, 0.82), (0.85, 0.80, 0.68), (0.78, 0.74, 0.66)),
 }
+
+
+def palette(rows: tuple[tuple[float, ...], ...] | tuple[float, ...]) -> torch.Tensor:
+    """A palette (``SKIN_TONES``, ``HAIR_COLOURS``, ...) as a fresh float32 tensor, (N, 3) or (N,)."""
+    return torch.tensor(rows, dtype=torch.float32)
 
 
 @dataclass
@@ -176,22 +189,22 @@ def identity_from_uniform(
     beard_density = cols.range(0.4, 1.0)
     blaze = (cols.one() < 0.4).float()
     if model.species == "human":
-        skin = _pick(cols, SKIN_TONES.index_select(0, torch.tensor(skin_tones)))
-        hair_c = _pick(cols, HAIR_COLOURS, _HAIR_P)
+        skin = _pick(cols, palette(SKIN_TONES).index_select(0, torch.tensor(skin_tones)))
+        hair_c = _pick(cols, palette(HAIR_COLOURS), palette(_HAIR_P))
         lips = (skin * torch.tensor([0.85, 0.55, 0.55]) + torch.tensor([0.12, 0.0, 0.02])).clamp(0, 1)
         brows = (hair_c * 0.6 + 0.02).clamp(0, 0.45)
         hair_length = torch.where(long_hair, hair_len, torch.zeros(b))
         beard = torch.where(bearded, beard_density, torch.zeros(b))
         blaze = torch.zeros(b)
-        iris = _pick(cols, IRIS_COLOURS)
+        iris = _pick(cols, palette(IRIS_COLOURS))
     else:
-        skin = _pick(cols, _FUR[model.species])
-        hair_c = _pick(cols, _MANE[model.species])
+        skin = _pick(cols, palette(_FUR[model.species]))
+        hair_c = _pick(cols, palette(_MANE[model.species]))
         lips = skin * 0.5
         brows = skin * 0.8
         hair_length = torch.zeros(b)
         beard = torch.zeros(b)
-        iris = _pick(cols, IRIS_COLOURS[:2] * 0.5)
+        iris = _pick(cols, palette(IRIS_COLOURS)[:2] * 0.5)
     clothes = (cols.take(6) * 0.8 + 0.1).view(b, 2, 3)
     return Identity(
         species=model.species,

@@ -8,12 +8,12 @@ frame (pixel i covers [i, i + 1)). Everything is drawn from the caller's generat
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
+from .cache import tensor_cache
 from .domains import Domain
 
 __all__ = [
@@ -28,14 +28,14 @@ __all__ = [
 ]
 
 
-@functools.lru_cache(maxsize=8)
+@tensor_cache(8)
 def _grid(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     ys = torch.arange(height, dtype=torch.float32)[:, None] + 0.5
     xs = torch.arange(width, dtype=torch.float32)[None, :] + 0.5
     return xs, ys
 
 
-@functools.lru_cache(maxsize=1)
+@tensor_cache(1)
 def noise_tile() -> torch.Tensor:
     """(3, 1024, 1024) fixed standard-normal tile (sensor noise is cut from it at random offsets; larger
     images get no sensor noise)."""

@@ -6,7 +6,6 @@ See ``facelit.synth.world`` for the sample contracts.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -17,12 +16,14 @@ from .appearance import (
     combine,
     expression_from_uniform,
     identity_from_uniform,
+    palette,
     stack_identities,
 )
 from .background import (
     gaussian_blur,
     superellipse_fans,
 )
+from .cache import tensor_cache
 from .domains import Domain
 from .head import HeadModel, _scheme_weights, head_model
 from .raster import rasterize
@@ -81,7 +82,9 @@ def _shape_params(
     power = torch.tensor([0.9, 2.0, 2.0, 6.0, 12.0]).index_select(0, (u[:, 5] * 5).long().clamp(max=4))
     colour = u[:, 6:9] * 0.9 + 0.05
     if skin_like > 0:
-        skin = SKIN_TONES.index_select(0, (u[:, 6] * len(SKIN_TONES)).long().clamp(max=len(SKIN_TONES) - 1))
+        skin = palette(SKIN_TONES).index_select(
+            0, (u[:, 6] * len(SKIN_TONES)).long().clamp(max=len(SKIN_TONES) - 1)
+        )
         colour = torch.where((u[:, 7] < skin_like)[:, None], skin, colour)
     colour2 = colour.roll(1, 1) * 0.5 + 0.3 * (1 - colour)
     return centre, axes, angle, power, colour, colour2, u[:, 9]
@@ -167,7 +170,7 @@ def _box_of(points: torch.Tensor) -> torch.Tensor:
     return torch.cat([points.amin(-2), points.amax(-2)], -1)
 
 
-@functools.lru_cache(maxsize=1024)
+@tensor_cache(1024)
 def _identity_assets(seed: int, identity: int, species: str, skin_tones: tuple[int, ...]) -> Assets:
     """Assets of one identity, deterministic in (seed, identity) (cached: identities recur)."""
     model = head_model(species)

@@ -9,11 +9,11 @@ centroid of the pupil pixels is the labelled eye centre.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
 
+from .cache import tensor_cache
 from .posing import PosedHeads
 from .raster import points_in_polygon, polyline_distance
 
@@ -42,7 +42,7 @@ def _catmull_closed(pts: torch.Tensor, sub: int = 3) -> torch.Tensor:
     return torch.stack(out, 1).reshape(-1, 2)
 
 
-@functools.cache
+@tensor_cache()
 def _human_chart_features() -> dict[str, torch.Tensor]:
     from .templates import TEMPLATES
 
@@ -61,7 +61,7 @@ def _human_chart_features() -> dict[str, torch.Tensor]:
     }
 
 
-@functools.cache
+@tensor_cache()
 def _eye_weights(species: str) -> torch.Tensor:
     """(2, V) weights of the two eye centres (image-left, image-right) on the mesh."""
     from .head import head_model
@@ -211,7 +211,7 @@ def _paint_human(
         r2 = _iris_r2(surf.centres(idx), t, right)
         iris = inside & (r2 < 1.0)
         pup = inside & (r2 < (PUPIL_RADIUS / IRIS_RADIUS) ** 2)
-        col = torch.where(inside[:, None], _SCLERA, albedo.index_select(0, idx))
+        col = torch.where(inside[:, None], torch.tensor(_SCLERA), albedo.index_select(0, idx))
         col = torch.where(iris[:, None], t[:, _T_IRIS : _T_IRIS + 3] * (1.0 - 0.45 * r2[:, None] ** 2), col)
         lash_col = (t[:, _T_BROWS : _T_BROWS + 3] * 0.5).clamp(min=0.06)
         col = torch.where((lash & ~iris)[:, None], lash_col, col)
@@ -242,8 +242,8 @@ def _paint_human(
             albedo.index_select(0, idx),
         )
         teeth = inner & (cx[:, 1] > feats["teeth_y"]) & (t[:, _T_MOUTH] > 0.04)
-        col = torch.where(inner[:, None], _CAVITY, col)
-        col = torch.where(teeth[:, None], _TEETH, col)
+        col = torch.where(inner[:, None], torch.tensor(_CAVITY), col)
+        col = torch.where(teeth[:, None], torch.tensor(_TEETH), col)
         albedo = albedo.index_copy(0, idx, col)
     # nostrils
     idx = _subset((y > -0.37) & (y < -0.26) & (ax < 0.16))
@@ -255,9 +255,9 @@ def _paint_human(
     return albedo, pupil
 
 
-_SCLERA = torch.tensor([0.9, 0.88, 0.85])
-_CAVITY = torch.tensor([0.25, 0.06, 0.06])
-_TEETH = torch.tensor([0.86, 0.84, 0.78])
+_SCLERA = (0.9, 0.88, 0.85)  # RGB of the eye white, the mouth cavity and the teeth
+_CAVITY = (0.25, 0.06, 0.06)
+_TEETH = (0.86, 0.84, 0.78)
 
 
 def _paint_animal(

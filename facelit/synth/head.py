@@ -18,7 +18,6 @@ ears, ...) and the hair volume.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch
 
 from facelit.geometry.schemes import ANIMAL5, IBUG68, LandmarkScheme, get_scheme
 
+from .cache import tensor_cache
 from .templates import TEMPLATES, SpeciesTemplate
 
 __all__ = [
@@ -434,7 +434,7 @@ def _build(species: str) -> HeadModel:
     return model
 
 
-@functools.cache
+@tensor_cache()
 def head_model(species: str = "human") -> HeadModel:
     """The (cached) head model of ``species`` in {"human", "horse", "sheep"}.
 
@@ -519,7 +519,7 @@ def deform(model: HeadModel, params: HeadParams, heights: torch.Tensor | None = 
 
 
 # ------------------------------------------------------------------------------- landmark schemes
-@functools.cache
+@tensor_cache()
 def _scheme_weights(species: str, scheme_name: str) -> torch.Tensor:
     model = head_model(species)
     scheme = (
