@@ -52,8 +52,9 @@ def _run_cli(
     return proc
 
 
-def test_load_from_checkpoint_rebuilds_the_right_module(tmp_path: Path):
-    cli = main(
+def _fit_one_step(tmp_path: Path):
+    """The demo config, shrunk by SMALL, fitted for one step with logs and checkpoints under tmp_path."""
+    return main(
         [
             "fit",
             "--config",
@@ -64,6 +65,10 @@ def test_load_from_checkpoint_rebuilds_the_right_module(tmp_path: Path):
             f"--trainer.default_root_dir={tmp_path}",
         ]
     )
+
+
+def test_load_from_checkpoint_rebuilds_the_right_module(tmp_path: Path):
+    cli = _fit_one_step(tmp_path)
     ckpt = tmp_path / "model.ckpt"
     cli.trainer.save_checkpoint(ckpt)
     import pytorch_lightning as pl
@@ -281,8 +286,14 @@ def test_sbatch_template_runs_srun_with_stable_root_and_wandb_id(tmp_path: Path)
         and words[-1] == "--trainer.max_epochs=3"
     )
     # An allocation with fewer tasks than GPUs per node is refused.
-    bad = subprocess.run(["bash", str(sbatch), "configs/retinaface.yaml"], cwd=REPO, capture_output=True, text=True,
-                         env={**env, "SLURM_NTASKS_PER_NODE": "1(x2)"}, timeout=60)
+    bad = subprocess.run(
+        ["bash", str(sbatch), "configs/retinaface.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**env, "SLURM_NTASKS_PER_NODE": "1(x2)"},
+        timeout=60,
+    )
     assert bad.returncode == 2 and "one task per GPU" in bad.stderr
     # The arguments sbatch passes parse with our CLI.
     cli_args = words[words.index("cli.py") + 1 :]
@@ -360,17 +371,7 @@ def test_wandb_offline_logs_config_scalars_and_images(tmp_path: Path, monkeypatc
 
 @pytest.mark.slow
 def test_export_script_writes_onnx_matching_eager(tmp_path: Path):
-    cli = main(
-        [
-            "fit",
-            "--config",
-            str(DEMO),
-            *SMALL,
-            "--trainer.max_steps=1",
-            f"--trainer.logger.init_args.save_dir={tmp_path}",
-            f"--trainer.default_root_dir={tmp_path}",
-        ]
-    )
+    cli = _fit_one_step(tmp_path)
     ckpt = tmp_path / "m.ckpt"
     cli.trainer.save_checkpoint(ckpt)
     sys.path.insert(0, str(REPO / "scripts"))

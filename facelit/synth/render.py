@@ -1,22 +1,9 @@
 """Render batches of posed synthetic heads (plus bodies, hair and 2D shapes) into one image.
 
-Convention
-----------
-Camera frame of ``facelit.geometry.pose``: x right, y down, z forward. Each head b is posed by
-``head_to_camera(ypr_b)`` at distance ``distance_b`` on the optical axis and projected with a
-pinhole camera ``x = s_b * X / Z + c_b`` (pixels, pixel-area frame), where the focal length
-``s_b`` and principal point ``c_b`` are chosen so that the face box lands where the caller wants
-it. Objects are ordered by a *layer* (smaller = closer); the rasteriser depth is
-``layer * 1000 + Z``, so heads of a scene occlude each other by layer and themselves by depth.
-
-Mesh labels: x, y in pixels; z = ``(Z_nose - Z) * s / Z_nose`` pixels, positive towards the camera,
-0 at the nose tip.
-
-Feature drawing: skin, hair, lips, eyes, brows and nostrils are painted from each pixel's
-interpolated template chart position, so they move with the mesh vertices (the landmarks) and are
-hidden with the surface that carries them. The iris and pupil are drawn in image space as the
-projection of a disk centred on the labelled eye centre (the 3D mean of the six eye landmarks),
-clipped by the eye outline: the centroid of the pupil pixels is the labelled eye centre.
+``render_soup`` rasterises a triangle soup (``soup``) of heads posed by ``posing`` (camera and
+layer convention there), shades it, paints the facial features (``features``) and stripes, and
+``point_visibility`` labels which points are seen. The renderer's public names from ``posing``,
+``accessories`` and ``soup`` are re-exported here.
 """
 
 from __future__ import annotations
