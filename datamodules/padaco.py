@@ -25,7 +25,7 @@ import torch
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.base import FaceDataModule
+from datamodules.base import FaceDataModule, TransformDataset
 from facelit.augment.landmarks import augment_pose
 from facelit.batch import collate_crops
 from facelit.datasets.sampling import WeightedDistributedSampler
@@ -72,17 +72,6 @@ class PoseFlip:
         return out
 
 
-class _Transformed(Dataset):
-    def __init__(self, dataset: Dataset, transform: Any) -> None:
-        self.dataset, self.transform = dataset, transform
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.transform(self.dataset[index])
-
-
 def dataset_poses(dataset: Dataset) -> torch.Tensor:
     """(N, 3) float32 labels of a pose dataset: its ``poses`` attribute when it has one (real
     readers), the cached samples' ``pose`` (``CachedDataset``), else read sample by sample."""
@@ -109,7 +98,8 @@ class PadacoDataModule(FaceDataModule):
         image_size: crop side in pixels.
         margin: fraction of the face-box side added on each side of the (square) crop.
         target_batch_size: target images per step (default: ``batch_size``).
-        flip_p: horizontal flip probability of training crops (source and target).
+        flip_p: horizontal flip probability of training crops (source and target), applied per sample
+            in the workers unless ``augment='none'`` (the only augmentation of this datamodule).
         source_csv: SynHead CSV, relative to ``data_dir``.
         source_val_fraction: share of the source held out for validation (model selection).
         target_root: BIWI ``hpdb`` folder, relative to ``data_dir``.
@@ -147,7 +137,7 @@ class PadacoDataModule(FaceDataModule):
             raise ValueError(f"source_val_fraction must be in (0, 1), got {source_val_fraction}")
         self.image_size, self.margin = image_size, margin
         self.target_batch_size = target_batch_size or self.batch_size
-        self.flip = PoseFlip(flip_p)
+        self.flip = PoseFlip(flip_p if self.augment != "none" else 0.0)
         self.source_csv, self.source_val_fraction = source_csv, source_val_fraction
         self.target_root, self.target_labels = target_root, target_labels
         self.synth_sizes = {"source": synth_source_size, "target": synth_target_size,
@@ -230,8 +220,8 @@ class PadacoDataModule(FaceDataModule):
         if self.source_train is None or self.target_train is None:
             raise RuntimeError("PadacoDataModule has no training sets: call setup('fit') first")
         world, rank = self._dist()
-        source = _Transformed(IndexedDataset(self.source_train), self.flip)
-        target = _Transformed(self.target_train, self.flip)
+        source = TransformDataset(IndexedDataset(self.source_train), self.flip)
+        target = TransformDataset(self.target_train, self.flip)
         self.source_sampler = WeightedDistributedSampler(
             self._source_weights, num_replicas=world, rank=rank, seed=self.seed, num_items=len(source))
         target_sampler = WeightedDistributedSampler(
