@@ -12,9 +12,12 @@ landmarks, projected mesh, easy/medium/hard flags) are served.
 
 Training images go through the RetinaFace recipe (random square crop of [0.3, 1] of the short
 side, photometric distortion, flip with landmark swap, resize to ``image_size``), per sample in
-workers (``augment="cpu"``) or batched on the device (``augment="gpu"``). Validation images are
-letterboxed to ``image_size`` (long side scaled, padded bottom/right); ``meta["scale"]`` maps
-predictions back to the original pixels.
+workers (``augment="cpu"``) or batched on the device (``augment="gpu"``). Both crop from the
+original image: for the device path the workers pass the images at their own size and the collate
+pads them bottom/right to the batch's largest size, recording each true size in ``image_size``
+(B, 2) (:func:`collate_padded`), so crops never contain padding and small faces keep their pixels.
+Validation images are letterboxed to ``image_size`` (long side scaled, padded bottom/right);
+``meta["scale"]`` maps predictions back to the original pixels.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from datamodules.base import FaceDataModule, TransformDataset
+from facelit.augment.crop import crop_resize
 from facelit.batch import collate_detections
 
-__all__ = ["WiderFaceDataModule", "letterbox"]
+__all__ = ["WiderFaceDataModule", "collate_padded", "letterbox"]
 
 _POINT_KEYS = ("boxes", "landmarks", "mesh")
 
@@ -44,7 +48,7 @@ def letterbox(sample: dict[str, Any], size: int) -> dict[str, Any]:
     scale = size / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     out = dict(sample)
-    resized = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)[0]
+    resized = crop_resize(image, torch.tensor([0.0, 0.0, w, h]), (nh, nw))
     out["image"] = F.pad(resized, (0, size - nw, 0, size - nh))
     sx, sy = nw / w, nh / h
     factor = torch.tensor([sx, sy])
@@ -63,6 +67,22 @@ def letterbox(sample: dict[str, Any], size: int) -> dict[str, Any]:
     meta["scale"] = (sx, sy)
     out["meta"] = meta
     return out
+
+
+def collate_padded(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """``collate_detections`` of images of any sizes: each is padded bottom/right with zeros to the
+    batch's largest (H, W) (points and boxes keep their pixel coordinates), and ``image_size``
+    (B, 2) int64 holds each image's true (H, W)."""
+    sizes = torch.tensor([tuple(s["image"].shape[-2:]) for s in samples], dtype=torch.int64)
+    h, w = (int(v) for v in sizes.max(0).values)
+    padded = [
+        s if tuple(s["image"].shape[-2:]) == (h, w)
+        else {**s, "image": F.pad(s["image"], (0, w - s["image"].shape[-1], 0, h - s["image"].shape[-2]))}
+        for s in samples
+    ]  # fmt: skip
+    batch = collate_detections(padded)
+    batch["image_size"] = sizes
+    return batch
 
 
 class WiderFaceDataModule(FaceDataModule):
@@ -106,7 +126,7 @@ class WiderFaceDataModule(FaceDataModule):
         self.synth_render_size = synth_render_size or image_size
         self.crop_scales = tuple(crop_scales)
         self.predict_images = predict_images
-        self.collate_fn = collate_detections
+        self.collate_fn = collate_padded
 
     def _augment_kwargs(self) -> dict[str, Any]:
         mesh_flip = None
@@ -144,11 +164,11 @@ class WiderFaceDataModule(FaceDataModule):
             train_raw = self.maybe_cache(train_raw, "synthetic train scenes")
             if self.augment == "cpu":
                 self.train_set = TransformDataset(train_raw, DetectionAugment(**self._augment_kwargs()))
+            elif self.augment == "gpu":  # original sizes, padded by collate_padded, cropped on the device
+                self.train_set = train_raw
+                self.batched_augment = BatchedDetectionAugment(**self._augment_kwargs())
             else:
-                # Batched augmentation needs one image size per batch: letterbox in the workers first.
                 self.train_set = TransformDataset(train_raw, partial(letterbox, size=size))
-                if self.augment == "gpu":
-                    self.batched_augment = BatchedDetectionAugment(**self._augment_kwargs())
         self.val_set = TransformDataset(val_raw, partial(letterbox, size=size))
         self.test_set = self.val_set
         if stage == "predict":

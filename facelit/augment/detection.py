@@ -10,10 +10,13 @@ resize to ``output_size`` x ``output_size``. Faces whose box then has a side bel
 pixels are dropped too and counted. Images without faces (or with only ``ignore`` faces) take the
 first random crop.
 
-Both paths share the crop sampling and every per-face computation; they differ only in how the
-image is resampled (integer slice + anti-aliased resize per sample on the CPU, one batched
-``warp_affine`` on the device) and in how dropped faces leave: removed rows per sample,
-``valid = False`` (with every other per-face mask cleared, exactly like padding) in batches.
+Both paths share the crop sampling, every per-face computation and the resampling
+(``facelit.augment.crop.crop_resize``, anti-aliased, one call per sample on the CPU, one batched
+call on the device); they differ only in how dropped faces leave: removed rows per sample,
+``valid = False`` (with every other per-face mask cleared, exactly like padding) in batches. The
+batched path takes images padded to a common size with their true sizes in ``image_size`` (B, 2)
+(``datamodules.wider_face`` pads instead of letterboxing): crops are drawn inside each original
+image, from its original pixels, as on the CPU.
 Crop candidates are drawn vectorised: ``max_tries`` candidates per image in one tensor, the first
 accepted one wins, so the batched path has no Python loop over samples or faces.
 
@@ -39,15 +42,14 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from facelit.augment.crop import crop_resize
 from facelit.augment.geometry import (
-    crop_resize_image,
     crop_resize_matrix,
     hflip_matrix,
     similarity_scale,
     transform_boxes,
     transform_points,
     uniform,
-    warp_image,
 )
 from facelit.augment.photometric import PhotometricDistort
 from facelit.batch import PER_FACE_KEYS
@@ -87,8 +89,8 @@ def _check_crop_args(crop_scales: tuple[float, float], max_tries: int) -> None:
 def sample_square_crops(
     boxes: torch.Tensor,
     anchor: torch.Tensor,
-    height: int,
-    width: int,
+    height: int | torch.Tensor,
+    width: int | torch.Tensor,
     output_size: int,
     crop_scales: tuple[float, float] = (0.3, 1.0),
     max_tries: int = 250,
@@ -107,7 +109,8 @@ def sample_square_crops(
     Args:
         boxes: (B, M, 4) xyxy boxes in input pixels.
         anchor: (B, M) bool, faces that may justify a crop (valid and not ignored).
-        height, width: input image size shared by the batch.
+        height, width: input image size, shared by the batch (int) or per image ((B,) tensors:
+            the true sizes of images padded to a common size).
 
     Returns:
         :class:`CropWindows` of (B,) tensors on ``boxes.device``.
@@ -120,10 +123,12 @@ def sample_square_crops(
     lo, hi = crop_scales
     b, device = boxes.shape[0], boxes.device
     draws = uniform((3, b, max_tries), generator=generator, device=device)
-    short = float(min(height, width))
-    side = torch.floor((lo + (hi - lo) * draws[0]) * short).clamp_(1.0, short)  # (B, K)
-    x0 = torch.floor(draws[1] * (width - side + 1.0))
-    y0 = torch.floor(draws[2] * (height - side + 1.0))
+    height_b = torch.as_tensor(height, dtype=draws.dtype, device=device).expand(b)[:, None]  # (B, 1)
+    width_b = torch.as_tensor(width, dtype=draws.dtype, device=device).expand(b)[:, None]
+    short = torch.minimum(height_b, width_b)
+    side = torch.minimum(torch.floor((lo + (hi - lo) * draws[0]) * short).clamp_(min=1.0), short)  # (B, K)
+    x0 = torch.floor(draws[1] * (width_b - side + 1.0))
+    y0 = torch.floor(draws[2] * (height_b - side + 1.0))
 
     box = boxes[:, None].to(side)  # (B, 1, M, 4)
     xa, ya, sa = x0[..., None], y0[..., None], side[..., None]  # (B, K, 1)
@@ -135,10 +140,11 @@ def sample_square_crops(
     found = ok.any(dim=-1)
     first = ok.to(torch.uint8).argmax(dim=-1, keepdim=True)  # first True (0 when none)
 
-    def pick(t: torch.Tensor, fallback: float) -> torch.Tensor:
-        return torch.where(found, t.gather(1, first)[:, 0], torch.full_like(t[:, 0], fallback))
+    def pick(t: torch.Tensor, fallback: torch.Tensor | float) -> torch.Tensor:
+        return torch.where(found, t.gather(1, first)[:, 0], torch.as_tensor(fallback).to(t).expand(b))
 
-    return CropWindows(pick(x0, 0.0), pick(y0, 0.0), pick(side, float(max(height, width))), found)
+    longest = torch.maximum(height_b, width_b)[:, 0]
+    return CropWindows(pick(x0, 0.0), pick(y0, 0.0), pick(side, longest), found)
 
 
 def detection_affine(crops: CropWindows, flipped: torch.Tensor, output_size: int) -> torch.Tensor:
@@ -253,7 +259,11 @@ class _DetectionRecipe:
         self.photometric: PhotometricDistort | None = photometric or None
 
     def _geometry(
-        self, faces: dict[str, torch.Tensor], height: int, width: int, generator: torch.Generator | None
+        self,
+        faces: dict[str, torch.Tensor],
+        height: int | torch.Tensor,
+        width: int | torch.Tensor,
+        generator: torch.Generator | None,
     ) -> tuple[dict[str, torch.Tensor], CropWindows, torch.Tensor, torch.Tensor, torch.Tensor]:
         boxes = faces["boxes"]
         if (
@@ -375,8 +385,8 @@ class DetectionAugment(_DetectionRecipe):
         new_faces, crops, matrix, flipped, num_small = self._geometry(batched, h, w, generator)
 
         s = self.output_size
-        x0, y0, side = int(crops.x0.item()), int(crops.y0.item()), int(crops.side.item())
-        out_image = crop_resize_image(image, x0, y0, side, side, (s, s), self.fill, self.antialias)
+        window = torch.stack([crops.x0, crops.y0, crops.x0 + crops.side, crops.y0 + crops.side], 1)[0]
+        out_image = crop_resize(image, window, (s, s), self.fill, self.antialias)
         out_image = self._distort(out_image, generator)
         if bool(flipped.item()):
             out_image = out_image.flip(-1)
@@ -394,11 +404,12 @@ class DetectionAugment(_DetectionRecipe):
 class BatchedDetectionAugment(_DetectionRecipe, nn.Module):
     """Batched RetinaFace augmentation on the device (``on_after_batch_transfer``).
 
-    Takes a padded detection batch (``image`` (B, C, H, W), all images of one size, plus the
-    per-face (B, M, ...) keys) and returns it with ``image`` (B, C, S, S): one vectorised crop draw,
-    one batched ``warp_affine``, batched photometric distortion. Faces that leave the crop get
-    ``valid = False`` (and cleared masks). Same arguments as :class:`DetectionAugment` (no
-    ``antialias``: the warp samples bilinearly).
+    Takes a padded detection batch (``image`` (B, C, H, W) plus the per-face (B, M, ...) keys; an
+    optional ``image_size`` (B, 2) int gives each image's true (H, W) when images of different sizes
+    were padded bottom/right to a common size) and returns it with ``image`` (B, C, S, S): one
+    vectorised crop draw inside each true image, one batched anti-aliased ``crop_resize``, batched
+    photometric distortion and flips. Faces that leave the crop get ``valid = False`` (and cleared
+    masks); ``image_size`` becomes (S, S). Same arguments as :class:`DetectionAugment`.
     """
 
     def __init__(
@@ -411,11 +422,13 @@ class BatchedDetectionAugment(_DetectionRecipe, nn.Module):
         mesh_flip_perm: torch.Tensor | None = None,
         min_face: float = 0.0,
         fill: float = 0.0,
+        antialias: bool = True,
     ) -> None:
         nn.Module.__init__(self)
         self._configure(
             output_size, crop_scales, flip_p, photometric, max_tries, mesh_flip_perm, min_face, fill
         )
+        self.antialias = bool(antialias)
 
     def forward(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Any]:
         image = batch.get("image")
@@ -426,16 +439,30 @@ class BatchedDetectionAugment(_DetectionRecipe, nn.Module):
         if "boxes" not in batch or "valid" not in batch:
             raise ValueError("detection batch needs 'boxes' (B, M, 4) and 'valid' (B, M)")
         b, _, h, w = image.shape
+        height: int | torch.Tensor = h
+        width: int | torch.Tensor = w
+        if batch.get("image_size") is not None:
+            sizes = torch.as_tensor(batch["image_size"], device=image.device)
+            outside = (sizes[:, 0] > h) | (sizes[:, 1] > w) | (sizes < 1).any(1) if sizes.ndim == 2 else True
+            if sizes.shape != (b, 2) or bool(torch.as_tensor(outside).any()):
+                raise ValueError(
+                    f"batch['image_size'] must be (B, 2) true sizes within {(h, w)}, got {sizes.tolist()}"
+                )
+            height, width = sizes[:, 0], sizes[:, 1]
         faces = {k: batch[k] for k in _FACE_KEYS if k in batch}
         _check_faces(faces, (b, faces["boxes"].shape[1]), "detection batch")
-        new_faces, _, matrix, flipped, num_small = self._geometry(faces, h, w, generator)
+        new_faces, crops, matrix, flipped, num_small = self._geometry(faces, height, width, generator)
 
         s = self.output_size
-        out_image = self._distort(warp_image(image, matrix, (s, s), self.fill), generator)
+        windows = torch.stack([crops.x0, crops.y0, crops.x0 + crops.side, crops.y0 + crops.side], 1)
+        out_image = self._distort(crop_resize(image, windows, (s, s), self.fill, self.antialias), generator)
+        out_image = torch.where(flipped[:, None, None, None], out_image.flip(-1), out_image)
         out = dict(batch)
         out.update(new_faces)
         out["image"] = out_image
         out["affine"] = matrix
         out["flipped"] = flipped
         out["num_small"] = num_small
+        if "image_size" in batch:
+            out["image_size"] = torch.tensor([[s, s]], device=image.device).expand(b, 2)
         return out

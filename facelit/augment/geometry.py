@@ -19,7 +19,6 @@ place where images are warped through kornia (:func:`warp_image`) converts there
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from kornia.geometry.transform import warp_affine
 
 __all__ = [
@@ -37,7 +36,6 @@ __all__ = [
     "to_kornia_frame",
     "from_kornia_frame",
     "warp_image",
-    "crop_resize_image",
     "render_gaussian_dots",
     "dot_centroids",
     "uniform",
@@ -282,46 +280,6 @@ def warp_image(
     # fills the outside exactly (and blends it at the border), in one warp instead of kornia's two.
     out = warp_affine(image - fill, kornia_m, size, mode=mode, padding_mode="zeros", align_corners=True)
     return out + fill
-
-
-def crop_resize_image(
-    image: torch.Tensor,
-    x0: int,
-    y0: int,
-    crop_w: int,
-    crop_h: int,
-    out_size: tuple[int, int],
-    fill: float = 0.0,
-    antialias: bool = True,
-) -> torch.Tensor:
-    """Crop an integer window of one (C, H, W) image and resize it (the CPU fast path).
-
-    Equivalent to :func:`warp_image` with :func:`crop_resize_matrix` (bilinear with
-    ``align_corners=False`` samples output pixel centres at ``x0 + (i + 0.5) * crop_w / out_w`` in
-    our frame), but slices instead of sampling the whole input and anti-aliases when it shrinks.
-    Parts of the window outside the image are filled with ``fill``.
-
-    Returns:
-        (C, out_h, out_w) image.
-    """
-    if image.dim() != 3:
-        raise ValueError(f"expected a (C, H, W) image, got shape {tuple(image.shape)}")
-    if crop_w <= 0 or crop_h <= 0:
-        raise ValueError(f"crop size must be positive, got {crop_w} x {crop_h}")
-    _, h, w = image.shape
-    xa, ya = max(x0, 0), max(y0, 0)
-    xb, yb = min(x0 + crop_w, w), min(y0 + crop_h, h)
-    crop = image[:, ya:yb, xa:xb]
-    pad = (xa - x0, x0 + crop_w - xb, ya - y0, y0 + crop_h - yb)
-    if any(pad):
-        crop = F.pad(crop, pad, mode="constant", value=fill)
-    out_h, out_w = int(out_size[0]), int(out_size[1])
-    if (crop_h, crop_w) == (out_h, out_w):
-        return crop.contiguous()
-    shrink = antialias and (crop_h > out_h or crop_w > out_w)
-    return F.interpolate(
-        crop[None], size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=shrink
-    )[0]
 
 
 def _pixel_centres(size: int, like: torch.Tensor) -> torch.Tensor:

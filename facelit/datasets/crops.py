@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
+
+from facelit.augment.crop import crop_resize
 
 __all__ = [
     "MATLAB_TO_AREA",
@@ -116,50 +117,19 @@ def crop_box_from_points(points: torch.Tensor, visible: torch.Tensor | None, mar
     return square_box(points_box(points, visible), margin)
 
 
-def _pooled_region(
-    image: torch.Tensor, box: tuple[float, float, float, float], factor: int
-) -> tuple[torch.Tensor, float, float]:
-    """Box-filter the part of ``image`` under ``box`` by an integer ``factor``.
-
-    The region is aligned to multiples of ``factor``, keeps one pooled pixel of slack on each side
-    for the bilinear taps, is limited to the image (plus that slack: outside is zero anyway) and is
-    zero-filled beyond the image, so pooled pixel ``j`` covers image pixels
-    ``[c0 + j * f, c0 + (j + 1) * f)`` exactly: a point ``x`` maps to ``(x - c0) / f``.
-
-    Returns:
-        pooled (C, h, w) region (possibly empty) and its origin (c0, r0) in image pixels.
-    """
-    x1, y1, x2, y2 = box
-    h, w = image.shape[-2:]
-    f = factor
-    c0 = max(math.floor(x1 / f) - 1, -1) * f
-    r0 = max(math.floor(y1 / f) - 1, -1) * f
-    c1 = min(math.ceil(x2 / f) + 1, math.ceil(w / f) + 1) * f
-    r1 = min(math.ceil(y2 / f) + 1, math.ceil(h / f) + 1) * f
-    if c1 <= c0 or r1 <= r0:  # the box misses the image entirely
-        return image.new_zeros((image.shape[0], 0, 0)), float(c0), float(r0)
-    region = image.new_zeros((image.shape[0], r1 - r0, c1 - c0))
-    xs0, xs1, ys0, ys1 = max(c0, 0), min(c1, w), max(r0, 0), min(r1, h)
-    if xs1 > xs0 and ys1 > ys0:
-        region[:, ys0 - r0 : ys1 - r0, xs0 - c0 : xs1 - c0] = image[:, ys0:ys1, xs0:xs1]
-    return F.avg_pool2d(region.unsqueeze(0), f)[0], float(c0), float(r0)
-
-
 def crop_and_resize(
     image: torch.Tensor, box: torch.Tensor, size: int, antialias: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Resample the region ``box`` of ``image`` into an (S, S) crop.
 
-    Bilinear sampling with ``grid_sample(align_corners=False)`` evaluated at crop pixel centres;
-    regions outside the image are zero. When the crop shrinks the region by ``s >= 2`` image pixels
-    per crop pixel, ``antialias`` first box-filters the region by the integer ``floor(s)`` (aligned
-    so that the area-frame mapping stays exact), then samples the remaining factor in [1, 2).
+    The one crop/resize of the project (``facelit.augment.crop.crop_resize``): bilinear samples
+    averaged over each crop pixel's footprint (anti-aliased when shrinking), zero outside the image.
 
     Args:
         image: (3, H, W) float image.
         box: (4,) xyxy crop box in image pixels (need not be square; need not lie inside the image).
         size: crop side S in pixels.
-        antialias: box-filter before sampling when down-scaling by 2 or more.
+        antialias: average several samples per crop pixel when down-scaling.
 
     Returns:
         crop (3, S, S) and the affine (2, 3) that maps image points to crop points.
@@ -173,27 +143,8 @@ def crop_and_resize(
     if not (x2 > x1 and y2 > y1) or not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
         raise ValueError(f"degenerate crop box {box.tolist()}")
     sx, sy = (x2 - x1) / size, (y2 - y1) / size
-    factor = int(math.floor(min(sx, sy))) if antialias else 1
-    src, ox, oy, f = image, 0.0, 0.0, 1
-    if factor >= 2:
-        src, ox, oy = _pooled_region(image, (x1, y1, x2, y2), factor)
-        f = factor
     affine = torch.tensor([[1.0 / sx, 0.0, -x1 / sx], [0.0, 1.0 / sy, -y1 / sy]], dtype=torch.float32)
-    if src.shape[-1] == 0 or src.shape[-2] == 0:  # the box misses the image entirely
-        return image.new_zeros((image.shape[0], size, size)), affine
-    h, w = src.shape[-2:]
-    centres = torch.arange(size, dtype=torch.float64) + 0.5
-    gx = ((x1 + centres * sx - ox) / f) * (2.0 / w) - 1.0
-    gy = ((y1 + centres * sy - oy) / f) * (2.0 / h) - 1.0
-    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)  # (S, S, 2) as (x, y)
-    crop = F.grid_sample(
-        src.unsqueeze(0),
-        grid.unsqueeze(0).to(src.dtype),
-        mode="bilinear",
-        padding_mode="zeros",
-        align_corners=False,
-    )
-    return crop[0], affine
+    return crop_resize(image, box, (size, size), antialias=antialias), affine
 
 
 def apply_affine(points: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:

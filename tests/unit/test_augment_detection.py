@@ -25,6 +25,7 @@ from facelit.augment.photometric import (
 )
 from facelit.batch import collate_detections
 from facelit.geometry.schemes import FIVE_POINT
+from tests.unit.test_wider_readers import tiny_root  # noqa: F401  (pytest fixture)
 
 H, W, S = 72, 88, 64
 SIGMA = 1.5
@@ -349,3 +350,45 @@ def test_photometric_closed_forms() -> None:
         assert torch.allclose(adjust_hue(image, shift), hsv_to_rgb(hsv), atol=1e-4)
     identity = sample_photometric_params(2, p=0.0)
     assert torch.allclose(photometric_distort(image, identity), image)
+
+
+def test_gpu_augment_on_real_data_crops_from_the_original_image(tiny_root) -> None:  # noqa: F811
+    """WIDER images of different sizes (640x500 red, 320x300 blue, 40x30 grey, solid colours) reach the
+    device path at their own size; full-short-side crops then hold only image pixels (a constant
+    image), never the bars a letterboxed canvas would add."""
+    from datamodules.wider_face import WiderFaceDataModule
+
+    dm = WiderFaceDataModule(
+        data_dir=str(tiny_root), image_size=64, augment="gpu", batch_size=3, num_workers=0,
+        crop_scales=(1.0, 1.0),
+    )
+    dm.setup("fit")
+    batch = dm.collate_fn([dm.train_set[i] for i in range(3)])
+    assert batch["image_size"].tolist() == [[500, 640], [300, 320], [30, 40]]
+    assert batch["image"].shape == (3, 3, 500, 640)
+    out = dm.batched_augment(batch, generator=torch.Generator().manual_seed(0))
+    assert out["image"].shape == (3, 3, 64, 64)
+    spread = out["image"].flatten(2).std(dim=2)  # (B, C) spatial spread of each channel
+    assert spread.max() < 2e-3, spread
+    assert out["image"].flatten(1).max(1).values.min() > 0.02  # no image is (mostly) a black bar
+
+
+def test_crop_resize_antialiases_and_matches_interpolate_when_enlarging() -> None:
+    from facelit.augment.crop import crop_resize
+
+    image = torch.rand(2, 3, 30, 40, generator=torch.Generator().manual_seed(0))
+    boxes = torch.tensor([[5.0, 3.0, 25.0, 23.0], [0.0, 0.0, 40.0, 30.0]])
+    up = crop_resize(image[:1], boxes[:1], 32)[0]
+    ref = torch.nn.functional.interpolate(image[:1, :, 3:23, 5:25], size=(32, 32), mode="bilinear")[0]
+    torch.testing.assert_close(up[:, 1:-1, 1:-1], ref[:, 1:-1, 1:-1])
+    assert torch.equal(crop_resize(image[1], boxes[1], (30, 40)), image[1])  # identity is exact
+    stripes = torch.zeros(1, 1, 48, 48)
+    stripes[..., 1::2] = 1.0  # one-pixel stripes shrunk 3x: one centre sample aliases to 0/1 stripes,
+    box = torch.tensor([[0.0, 0.0, 48.0, 48.0]])  # the anti-aliased average gives 1/3, 2/3
+    aliased, smooth = crop_resize(stripes, box, 16, antialias=False), crop_resize(stripes, box, 16)
+    torch.testing.assert_close(aliased[0, 0, 0, :2], torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(smooth[0, 0, 0, :2], torch.tensor([1 / 3, 2 / 3]))
+    filled = crop_resize(image[0], torch.tensor([-10.0, 0.0, 30.0, 30.0]), (30, 40), fill=0.25)
+    assert torch.all(filled[:, :, :9] == 0.25) and torch.equal(filled[:, :, 11:], image[0, :, :, 1:30])
+    with pytest.raises(ValueError, match="degenerate crop box 0"):
+        crop_resize(image, torch.tensor([[5.0, 3.0, 5.0, 23.0], [0.0, 0.0, 1.0, 1.0]]), 8)

@@ -9,9 +9,9 @@ import pytest
 import torch
 from kornia.geometry.subpix import render_gaussian2d, spatial_expectation2d
 
+from facelit.augment.crop import crop_resize
 from facelit.augment.geometry import (
     about_point,
-    crop_resize_image,
     crop_resize_matrix,
     dot_centroids,
     from_kornia_frame,
@@ -84,7 +84,8 @@ def test_dot_helpers_agree_with_kornia_centre_frame() -> None:
     assert torch.allclose(dot_centroids(ours), pts, atol=1e-3)
 
 
-def test_crop_resize_image_equals_warp_with_crop_matrix() -> None:
+def test_crop_resize_equals_warp_with_crop_matrix() -> None:
+    """The one crop/resize (facelit.augment.crop) and the affine warp agree on the same crop matrix."""
     image = torch.rand(1, 3, 30, 40)
     x0, y0, side, out = 5, 3, 20, 32
     m = crop_resize_matrix(
@@ -96,19 +97,17 @@ def test_crop_resize_image_equals_warp_with_crop_matrix() -> None:
         out,
     )
     warped = warp_image(image, m, (out, out))
-    sliced = crop_resize_image(image[0], x0, y0, side, side, (out, out))
-    # interpolate replicates the crop edge where the warp reads the true neighbours: compare the interior.
-    assert torch.allclose(warped[0, :, 2:-2, 2:-2], sliced[:, 2:-2, 2:-2], atol=1e-5)
+    cropped = crop_resize(image, torch.tensor([[x0, y0, x0 + side, y0 + side]], dtype=torch.float32), out)
+    assert torch.allclose(warped, cropped, atol=1e-5)
 
 
-def test_crop_resize_image_pads_outside_with_fill() -> None:
+def test_crop_resize_pads_outside_with_fill() -> None:
     image = torch.rand(3, 10, 20)
-    out = crop_resize_image(image, 0, 0, 20, 20, (20, 20), fill=0.25)
-    assert torch.equal(out[:, :10], image)
-    assert torch.all(out[:, 10:] == 0.25)
+    out = crop_resize(image, torch.tensor([0.0, 0.0, 20.0, 20.0]), (20, 20), fill=0.25)
+    assert torch.allclose(out[:, :9], image[:, :9], atol=1e-6)
+    assert torch.all(out[:, 11:] == 0.25)
     warped = warp_image(image[None], torch.eye(3)[None], (20, 20), fill=0.25)
-    assert torch.allclose(warped[0, :, :9], image[:, :9], atol=1e-6)
-    assert torch.allclose(warped[0, :, 11:], torch.full_like(warped[0, :, 11:], 0.25))
+    assert torch.allclose(warped[0], out, atol=1e-6)
 
 
 def test_rotation_direction_and_scale() -> None:
