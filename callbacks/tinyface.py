@@ -46,8 +46,13 @@ class SuperResolutionGrid(pl.Callback):
         self.num_crops, self.every_n_epochs = num_crops, every_n_epochs
 
     def on_validation_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-        batch_idx: int, dataloader_idx: int = 0,
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         if batch_idx != 0 or trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
             return

@@ -43,7 +43,7 @@ __all__ = ["TinyFaceDataModule", "ProposalLookup"]
 
 
 class ProposalLookup:
-    """``(index, sample) -> Proposals`` from a detector's JSON lines, or synthesised when ``pred_dir`` is None.
+    """``(index, sample) -> Proposals`` from a detector's JSON lines (synthesised when ``pred_dir`` is None).
 
     Real images are looked up by ``(meta["event"], meta["file"])``; synthetic scenes (no meta) by
     position in the file-name order of the records. An image the detector did not list has no
@@ -64,14 +64,18 @@ class ProposalLookup:
 
         if self.pred_dir is None:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + index + 7)
-            return synthetic_proposals(sample["boxes"], tuple(sample["image"].shape[-2:]), g, **self.synth_kwargs)
+            return synthetic_proposals(
+                sample["boxes"], tuple(sample["image"].shape[-2:]), g, **self.synth_kwargs
+            )
         meta = sample.get("meta") or {}
         if "event" in meta and "file" in meta:
             empty = Proposals(torch.zeros(0, 4), torch.zeros(0))
             return self.by_key.get((str(meta["event"]), str(meta["file"])), empty)
         if len(self.by_order) != self.length:
-            raise ValueError(f"{self.pred_dir}: {len(self.by_order)} images of proposals for {self.length} "
-                             "synthetic scenes (predict on the same scenes: same seed, size and count)")
+            raise ValueError(
+                f"{self.pred_dir}: {len(self.by_order)} images of proposals for {self.length} "
+                "synthetic scenes (predict on the same scenes: same seed, size and count)"
+            )
         return self.by_order[index]
 
 
@@ -123,13 +127,20 @@ class TinyFaceDataModule(FaceDataModule):
         if hr_size < 16 or hr_size % scale:
             raise ValueError(f"hr_size must be >= 16 and a multiple of scale={scale}, got {hr_size}")
         self.hr_size, self.scale, self.crop_margin = hr_size, scale, crop_margin
-        self.crops_per_image, self.face_fraction, self.min_crop_size = crops_per_image, face_fraction, min_crop_size
+        self.crops_per_image, self.face_fraction, self.min_crop_size = (
+            crops_per_image,
+            face_fraction,
+            min_crop_size,
+        )
         self.proposals_dir, self.val_proposals_dir = proposals_dir, val_proposals_dir
         self.predict_proposals_dir, self.rescore_below = predict_proposals_dir, rescore_below
         self.synth_train_size, self.synth_val_size = synth_train_size, synth_val_size
         self.synth_scene_size, self.synth_max_faces = synth_scene_size, synth_max_faces
-        self.synth_kwargs = {"per_face": synth_proposals_per_face, "jitter": synth_jitter,
-                             "false_positives": synth_false_positives}
+        self.synth_kwargs = {
+            "per_face": synth_proposals_per_face,
+            "jitter": synth_jitter,
+            "false_positives": synth_false_positives,
+        }
         self.collate_fn = collate_proposal_crops
 
     # ---- sources ------------------------------------------------------------------------------
@@ -137,10 +148,15 @@ class TinyFaceDataModule(FaceDataModule):
         if self.synthetic:
             from facelit.synth import SceneDataset
 
-            seed, length = (self.seed, self.synth_train_size) if split == "train" else (self.seed + 1,
-                                                                                         self.synth_val_size)
+            seed, length = (
+                (self.seed, self.synth_train_size)
+                if split == "train"
+                else (self.seed + 1, self.synth_val_size)
+            )
             size = self.synth_scene_size
-            scenes = SceneDataset(seed=seed, length=length, height=size, width=size, max_faces=self.synth_max_faces)
+            scenes = SceneDataset(
+                seed=seed, length=length, height=size, width=size, max_faces=self.synth_max_faces
+            )
             return self.maybe_cache(scenes, f"synthetic {split} scenes")
         from facelit.datasets.wider_face import WiderFaceDataset
 
@@ -151,9 +167,17 @@ class TinyFaceDataModule(FaceDataModule):
 
     def _crops(self, split: str, pred_dir: str | None, seed: int) -> ProposalCropDataset:
         images = self._images(split)
-        return ProposalCropDataset(images, self._lookup(pred_dir, seed, images), self.hr_size, self.scale,
-                                   self.crop_margin, self.crops_per_image, self.face_fraction, self.min_crop_size,
-                                   seed)
+        return ProposalCropDataset(
+            images,
+            self._lookup(pred_dir, seed, images),
+            self.hr_size,
+            self.scale,
+            self.crop_margin,
+            self.crops_per_image,
+            self.face_fraction,
+            self.min_crop_size,
+            seed,
+        )
 
     def build_datasets(self, stage: str) -> None:
         self.note_synthetic("scenes with synthesised or detector proposals")
@@ -163,10 +187,17 @@ class TinyFaceDataModule(FaceDataModule):
             self.val_set = self._crops("val", self.val_proposals_dir, self.seed + 1)
         if stage == "predict":
             if self.predict_proposals_dir is None:
-                raise ValueError("TinyFaceDataModule: predict needs predict_proposals_dir (a detector's JSON lines)")
+                raise ValueError(
+                    "TinyFaceDataModule: predict needs predict_proposals_dir (a detector's JSON lines)"
+                )
             images = self._images("val")
-            self.predict_set = RescoreDataset(images, self._lookup(self.predict_proposals_dir, self.seed + 1, images),
-                                              self.hr_size // self.scale, self.crop_margin, self.rescore_below)
+            self.predict_set = RescoreDataset(
+                images,
+                self._lookup(self.predict_proposals_dir, self.seed + 1, images),
+                self.hr_size // self.scale,
+                self.crop_margin,
+                self.rescore_below,
+            )
 
     # ---- loaders ------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
@@ -176,11 +207,24 @@ class TinyFaceDataModule(FaceDataModule):
             raise RuntimeError("TinyFaceDataModule has no train set for this stage")
         trainer = self.trainer
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = DistributedSampler(self.train_set, num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed,
-                                     drop_last=len(self.train_set) >= self.batch_size * replicas)
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          collate_fn=self.collate_fn, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0, drop_last=False)
+        sampler = DistributedSampler(
+            self.train_set,
+            num_replicas=replicas,
+            rank=rank,
+            shuffle=True,
+            seed=self.seed,
+            drop_last=len(self.train_set) >= self.batch_size * replicas,
+        )
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
 
     def predict_dataloader(self) -> DataLoader:
         """One image per batch (its proposals vary in number); the item is passed unbatched."""

@@ -57,7 +57,9 @@ Fusion = Literal["replace", "mean", "geometric"]
 _IMAGES = ("bicubic", "g1", "g2")
 
 
-def fuse_scores(detector: torch.Tensor, face_prob: torch.Tensor, fusion: Fusion, weight: float) -> torch.Tensor:
+def fuse_scores(
+    detector: torch.Tensor, face_prob: torch.Tensor, fusion: Fusion, weight: float
+) -> torch.Tensor:
     """New scores of re-scored proposals (P,) from detector scores and D's face probabilities.
 
     ``replace``: ``face_prob``; ``mean``: ``w * face_prob + (1 - w) * detector``; ``geometric``:
@@ -75,7 +77,9 @@ def fuse_scores(detector: torch.Tensor, face_prob: torch.Tensor, fusion: Fusion,
 def _stage_metrics() -> nn.ModuleDict:
     metrics: dict[str, nn.Module] = {}
     for name in _IMAGES:
-        metrics[f"psnr_{name}"] = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
+        metrics[f"psnr_{name}"] = PeakSignalNoiseRatio(
+            data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3)
+        )
         metrics[f"ssim_{name}"] = StructuralSimilarityIndexMeasure(data_range=1.0)
     metrics["d_face_acc"] = BinaryAccuracy()
     metrics["d_face_ap"] = BinaryAveragePrecision()
@@ -129,12 +133,15 @@ class TinyFaceGANModule(FaceModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         if fusion not in ("replace", "mean", "geometric") or not 0.0 <= fusion_weight <= 1.0:
-            raise ValueError(f"fusion must be replace|mean|geometric and fusion_weight in [0, 1], got "
-                             f"{fusion!r}, {fusion_weight}")
+            raise ValueError(
+                f"fusion must be replace|mean|geometric and fusion_weight in [0, 1], got "
+                f"{fusion!r}, {fusion_weight}"
+            )
         if pixel_warmup_steps < 0 or grad_clip < 0:
             raise ValueError("pixel_warmup_steps and grad_clip must be >= 0")
-        self.generator = TinyFaceGenerator(g_channels, g_upsample_blocks, g_refine_blocks, g_deconv_channels, scale,
-                                           g_residual)
+        self.generator = TinyFaceGenerator(
+            g_channels, g_upsample_blocks, g_refine_blocks, g_deconv_channels, scale, g_residual
+        )
         self.discriminator = TinyFaceDiscriminator(d_widths, d_convs_per_stage, d_batch_norm)
         self.scale, self.alpha, self.beta = scale, alpha, beta
         self.d_lr = d_lr if d_lr is not None else self.lr
@@ -149,9 +156,14 @@ class TinyFaceGANModule(FaceModule):
     def configure_optimizers(self) -> Any:
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
         opts, scheds = [], []
-        for params, lr in ((self.generator.parameters(), self.lr), (self.discriminator.parameters(), self.d_lr)):
+        for params, lr in (
+            (self.generator.parameters(), self.lr),
+            (self.discriminator.parameters(), self.d_lr),
+        ):
             opt = build_optimizer(params, self.optimizer_name, lr, self.weight_decay, self.momentum)
-            sched = build_scheduler(opt, self.scheduler_name, total, self.warmup_steps, self.milestones, self.gamma)
+            sched = build_scheduler(
+                opt, self.scheduler_name, total, self.warmup_steps, self.milestones, self.gamma
+            )
             opts.append(opt)
             if sched is not None:
                 scheds.append(sched)
@@ -259,8 +271,12 @@ class TinyFaceGANModule(FaceModule):
             prob = self.face_probability(batch["lr"])
             new_scores[rescore] = fuse_scores(scores[rescore].float(), prob, self.fusion, self.fusion_weight)
         meta = batch.get("meta") or {}
-        result = {"event": str(meta.get("event", "images")), "file": str(meta.get("file", f"{batch_idx:06d}")),
-                  "boxes": boxes.cpu(), "scores": new_scores.cpu()}
+        result = {
+            "event": str(meta.get("event", "images")),
+            "file": str(meta.get("file", f"{batch_idx:06d}")),
+            "boxes": boxes.cpu(),
+            "scores": new_scores.cpu(),
+        }
         if self.predict_dir is not None:
             write_detection_results(self.predict_dir, [result], rank=self.global_rank)
         if "gt_boxes" in batch:
@@ -273,8 +289,11 @@ class TinyFaceGANModule(FaceModule):
     def on_predict_end(self) -> None:
         if not self.ap_before.pred_counts:
             return
-        report = {f"{when}_{k}": float(v) for when, metric in (("before", self.ap_before), ("after", self.ap_after))
-                  for k, v in metric.compute().items()}
+        report = {
+            f"{when}_{k}": float(v)
+            for when, metric in (("before", self.ap_before), ("after", self.ap_after))
+            for k, v in metric.compute().items()
+        }
         report.update(fusion=self.fusion, fusion_weight=self.fusion_weight)
         self.rescore_report = report
         log.warning("tiny-face re-scoring: %s", json.dumps(report))

@@ -52,10 +52,12 @@ _MIN_SIDE = 1e-3  # proposals with a side below this (pixels) are degenerate and
 
 @dataclass(frozen=True)
 class Proposals:
-    """One image's detector output: ``boxes`` (P, 4) xyxy float32 and ``scores`` (P,) float32."""
+    """One image's detector output: ``boxes`` (P, 4) xyxy float32, ``scores`` (P,) float32 and, when
+    read from a file, the image's ``key`` (event, file) there."""
 
     boxes: torch.Tensor
     scores: torch.Tensor
+    key: tuple[str, str] | None = None
 
 
 def _proposal_files(pred_dir: Path) -> list[Path]:
@@ -63,7 +65,9 @@ def _proposal_files(pred_dir: Path) -> list[Path]:
         raise FileNotFoundError(f"proposal folder not found: {pred_dir}")
     files = sorted(pred_dir.glob("predictions.rank*.jsonl"))
     if not files:
-        raise FileNotFoundError(f"{pred_dir}: no predictions.rank*.jsonl file (run a detector's predict first)")
+        raise FileNotFoundError(
+            f"{pred_dir}: no predictions.rank*.jsonl file (run a detector's predict first)"
+        )
     return files
 
 
@@ -85,7 +89,8 @@ def _parse_record(path: Path, line_no: int, line: str) -> tuple[tuple[str, str],
         raise ValueError(f"{where}: {boxes.shape[0]} boxes but {scores.shape[0]} scores")
     if not (torch.isfinite(boxes).all() and torch.isfinite(scores).all()):
         raise ValueError(f"{where}: non-finite box or score")
-    return (str(record["event"]), str(record["file"])), Proposals(boxes, scores)
+    key = (str(record["event"]), str(record["file"]))
+    return key, Proposals(boxes, scores, key)
 
 
 def read_proposals(pred_dir: str | Path) -> dict[tuple[str, str], Proposals]:
@@ -106,7 +111,9 @@ def read_proposals(pred_dir: str | Path) -> dict[tuple[str, str], Proposals]:
                 continue
             key, props = _parse_record(path, line_no, line)
             if key in out:
-                raise ValueError(f"{path}, line {line_no}: image {key[0]}/{key[1]} already listed at {origin[key]}")
+                raise ValueError(
+                    f"{path}, line {line_no}: image {key[0]}/{key[1]} already listed at {origin[key]}"
+                )
             out[key] = props
             origin[key] = f"{path.name}:{line_no}"
     return out
@@ -173,7 +180,9 @@ def hr_lr_pair(
         raise ValueError(f"hr_size {hr_size} must be a multiple of scale {scale}")
     hr, _ = crop_and_resize(image, square_box(box, margin), hr_size)
     hr = hr.clamp(0.0, 1.0)
-    lr = F.interpolate(hr[None], size=hr_size // scale, mode="bicubic", align_corners=False, antialias=True)[0]
+    lr = F.interpolate(hr[None], size=hr_size // scale, mode="bicubic", align_corners=False, antialias=True)[
+        0
+    ]
     return hr, lr.clamp(0.0, 1.0)
 
 
@@ -181,7 +190,9 @@ def lr_crops(image: torch.Tensor, boxes: torch.Tensor, lr_size: int, margin: flo
     """Test-time LR inputs: (P, 3, lr_size, lr_size) crops of the square boxes around (P, 4) proposals."""
     if boxes.shape[0] == 0:
         return image.new_zeros((0, 3, lr_size, lr_size))
-    return torch.stack([crop_and_resize(image, square_box(b, margin), lr_size)[0] for b in boxes]).clamp(0.0, 1.0)
+    return torch.stack([crop_and_resize(image, square_box(b, margin), lr_size)[0] for b in boxes]).clamp(
+        0.0, 1.0
+    )
 
 
 def _sides(boxes: torch.Tensor) -> torch.Tensor:
@@ -227,8 +238,10 @@ class ProposalCropDataset(Dataset):
         seed: int = 0,
     ) -> None:
         if crops_per_image < 1 or not 0.0 <= face_fraction <= 1.0:
-            raise ValueError(f"crops_per_image must be >= 1 and face_fraction in [0, 1], got "
-                             f"{crops_per_image}, {face_fraction}")
+            raise ValueError(
+                f"crops_per_image must be >= 1 and face_fraction in [0, 1], got "
+                f"{crops_per_image}, {face_fraction}"
+            )
         if hr_size % scale:
             raise ValueError(f"hr_size {hr_size} must be a multiple of scale {scale}")
         self.images, self.proposals = images, proposals
@@ -245,7 +258,9 @@ class ProposalCropDataset(Dataset):
     def candidates(self, index: int, sample: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """(C, 4) candidate boxes and (C,) face labels of image ``index`` (before the size filter)."""
         faces = sample["boxes"].float().reshape(-1, 4)
-        keep = ~sample["ignore"].bool() if "ignore" in sample else torch.ones(faces.shape[0], dtype=torch.bool)
+        keep = (
+            ~sample["ignore"].bool() if "ignore" in sample else torch.ones(faces.shape[0], dtype=torch.bool)
+        )
         props = self.proposals(index, sample).boxes.float().reshape(-1, 4)
         props = props[_sides(props) > _MIN_SIDE] if props.shape[0] else props
         boxes = torch.cat([faces[keep], props])
@@ -262,7 +277,9 @@ class ProposalCropDataset(Dataset):
         face_idx = labels.nonzero().squeeze(1)
         other_idx = (~labels).nonzero().squeeze(1)
         face_idx = face_idx[torch.randperm(face_idx.numel(), generator=g)][:want_faces]
-        other_idx = other_idx[torch.randperm(other_idx.numel(), generator=g)][: self.crops_per_image - face_idx.numel()]
+        other_idx = other_idx[torch.randperm(other_idx.numel(), generator=g)][
+            : self.crops_per_image - face_idx.numel()
+        ]
         chosen = torch.cat([face_idx, other_idx])
         s, lo = self.hr_size, self.hr_size // self.scale
         hr, lr = torch.zeros(chosen.numel(), 3, s, s), torch.zeros(chosen.numel(), 3, lo, lo)
@@ -277,8 +294,9 @@ def collate_proposal_crops(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Concatenate the crops of several images: ``hr`` (N, 3, S, S), ``lr``, ``is_face`` (N,),
     ``boxes`` (N, 4), ``image_index`` (N,) (position of the crop's image in the batch), ``meta``."""
     out: dict[str, Any] = {k: torch.cat([s[k] for s in samples]) for k in ("hr", "lr", "is_face", "boxes")}
-    out["image_index"] = torch.cat([torch.full((s["is_face"].shape[0],), i, dtype=torch.long)
-                                    for i, s in enumerate(samples)])
+    out["image_index"] = torch.cat(
+        [torch.full((s["is_face"].shape[0],), i, dtype=torch.long) for i, s in enumerate(samples)]
+    )
     out["meta"] = [s["meta"] for s in samples]
     return out
 
@@ -297,7 +315,8 @@ class RescoreDataset(Dataset):
             re-scores all.
 
     Item: ``boxes`` (P, 4), ``scores`` (P,), ``rescore`` (P,) bool, ``lr`` (R, 3, l, l) crops of the
-    R re-scored proposals (in box order), ``meta`` ({"event", "file", ...}) and, when annotated,
+    R re-scored proposals (in box order), ``meta`` ({"event", "file", ...}: the detector's names for
+    the image when the proposals were read from a file) and, when annotated,
     ``gt_boxes`` (G, 4), ``gt_difficulty`` (G, 3).
     """
 
@@ -331,6 +350,8 @@ class RescoreDataset(Dataset):
             "lr": lr_crops(sample["image"], boxes[rescore], self.lr_size, self.margin),
             "meta": dict(sample.get("meta", {})),
         }
+        if props.key is not None:  # write the re-scored image under the detector's name for it
+            item["meta"].update(event=props.key[0], file=props.key[1])
         if "boxes" in sample and "difficulty" in sample:
             item["gt_boxes"], item["gt_difficulty"] = sample["boxes"].float(), sample["difficulty"].bool()
         return item

@@ -63,7 +63,9 @@ def discriminator_loss(
     """
     n = real_logits.shape[0] // 2
     if real_logits.shape != (2 * n,) or face_logits.shape != (2 * n,):
-        raise ValueError(f"expected (2N,) logits, got {tuple(real_logits.shape)} and {tuple(face_logits.shape)}")
+        raise ValueError(
+            f"expected (2N,) logits, got {tuple(real_logits.shape)} and {tuple(face_logits.shape)}"
+        )
     _check_labels(is_face, n, "discriminator_loss")
     real_t, face_t = discriminator_targets(is_face)
     adv = F.binary_cross_entropy_with_logits(real_logits.float(), real_t.to(real_logits.device))

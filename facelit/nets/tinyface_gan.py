@@ -18,8 +18,9 @@ Convention
 Images are float RGB in [0, 1] (project contract); each net maps them to [-1, 1] in its first
 operation. G1 and G2 are returned in [0, 1] units (G2 is exactly in [0, 1] through the tanh;
 G1 is unbounded, as the paper's linear RGB conv). With ``residual=True`` (not in the paper; the
-CPU demo's choice) G1 adds the bicubic up-sampling of the input and G2 adds G1, so that the
-untrained generator starts at bicubic quality; G2 is then clamped to [0, 1] instead of a tanh.
+CPU demo's choice) G1 adds the bicubic up-sampling of the input and G2 adds G1, and both output
+convolutions start at zero, so that the untrained generator is exactly bicubic up-sampling; G2 is
+then clamped to [0, 1] instead of a tanh.
 """
 
 from __future__ import annotations
@@ -92,13 +93,16 @@ class TinyFaceGenerator(nn.Module):
         self.residual = residual
         self.head = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(inplace=True))
         self.up_body = nn.Sequential(
-            *[ResidualBlock(channels) for _ in range(upsample_blocks)], nn.Conv2d(channels, channels, 3, padding=1)
+            *[ResidualBlock(channels) for _ in range(upsample_blocks)],
+            nn.Conv2d(channels, channels, 3, padding=1),
         )
         ups: list[nn.Module] = []
         width = channels
         for _ in range(int(math.log2(scale))):
-            ups += [nn.ConvTranspose2d(width, deconv_channels, 3, stride=2, padding=1, output_padding=1),
-                    nn.ReLU(inplace=True)]
+            ups += [
+                nn.ConvTranspose2d(width, deconv_channels, 3, stride=2, padding=1, output_padding=1),
+                nn.ReLU(inplace=True),
+            ]
             width = deconv_channels
         self.upsample = nn.Sequential(*ups)
         self.to_g1 = nn.Conv2d(width, 3, 3, padding=1)
@@ -112,6 +116,10 @@ class TinyFaceGenerator(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(channels, 3, 3, padding=1),
         )
+        if residual:  # start exactly at bicubic: the corrections begin at zero
+            for conv in (self.to_g1, self.refine[-1]):
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
 
     def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Super-resolve (B, 3, h, w) LR images in [0, 1].
