@@ -106,13 +106,17 @@ def applicable_links(model_class: str | None, data_class: str | None) -> list[tu
     ]
 
 
-def apply_links(config: Namespace, explicit: Iterable[str] = ()) -> list[tuple[str, str]]:
+def apply_links(
+    config: Namespace, explicit: Iterable[str] = (), refuse: bool = True
+) -> list[tuple[str, str]]:
     """Set each applicable linked model value to the datamodule value, refusing user values.
 
     Args:
         config: a parsed (sub)command namespace holding ``model`` and ``data``.
         explicit: target keys (``model.init_args.X``) the user set explicitly (command line or config
             file), refused even when they equal the model's default.
+        refuse: raise on a user value; ``False`` where the model values come from a checkpoint's
+            hyperparameters (``--ckpt_path``): the datamodule's values then replace them.
 
     Returns:
         The links that were applied.
@@ -135,7 +139,7 @@ def apply_links(config: Namespace, explicit: Iterable[str] = ()) -> list[tuple[s
         user_value = target in explicit or (
             given is not _MISSING and given != model_defaults[name] and given != value
         )
-        if user_value:
+        if user_value and refuse:
             raise LinkError(
                 f"{target}={given!r} is linked from {source} ({model_class} and {data_class} both declare "
                 f"{name!r}): set {source} instead (it is {value!r}) and remove the model value"
@@ -159,7 +163,7 @@ def explicit_targets(args: Sequence[str]) -> set[str]:
             if not path.is_file():
                 continue
             content = yaml.safe_load(path.read_text()) or {}
-            init_args = ((content.get("model") or {}) if isinstance(content, dict) else {})
+            init_args = (content.get("model") or {}) if isinstance(content, dict) else {}
             init_args = init_args.get("init_args") if isinstance(init_args, dict) else None
             for name in init_args or {}:
                 if f"model.init_args.{name}" in targets:
@@ -172,6 +176,7 @@ class FaceLitArgumentParser(LightningArgumentParser):
     printed (``--print_config``) or validated."""
 
     explicit_link_targets: set[str] = set()
+    parsing_checkpoint_hparams = False
 
     def _parse_common(self, cfg: Namespace, *args: Any, **kwargs: Any) -> Namespace:
         skip_validation = kwargs.get("skip_validation", args[2] if len(args) > 2 else False)
@@ -180,7 +185,7 @@ class FaceLitArgumentParser(LightningArgumentParser):
             section = cfg.get(subcommand) if subcommand else cfg
             if isinstance(section, Namespace):
                 try:
-                    apply_links(section, self.explicit_link_targets)
+                    apply_links(section, self.explicit_link_targets, not self.parsing_checkpoint_hparams)
                 except LinkError as err:
                     self.error(str(err))
         return super()._parse_common(cfg, *args, **kwargs)
@@ -240,6 +245,19 @@ class FaceLitCLI(LightningCLI):
             raw = sys.argv[1:] if args is None else args
             parser.explicit_link_targets = explicit_targets(raw) if isinstance(raw, (list, tuple)) else set()
         super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI re-parses the model with the ``--ckpt_path`` checkpoint's hyperparameters; the
+        links then take the datamodule's values over the checkpoint's (as for a fresh model)."""
+        parser = self.parser
+        if not isinstance(parser, FaceLitArgumentParser):
+            super()._parse_ckpt_path()
+            return
+        parser.parsing_checkpoint_hparams = True
+        try:
+            super()._parse_ckpt_path()
+        finally:
+            parser.parsing_checkpoint_hparams = False
 
 
 def main(args: list[str] | None = None, run: bool = True) -> FaceLitCLI:

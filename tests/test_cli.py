@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
+import torch
 import yaml
 
 from cli import LINKS, _class_params, applicable_links, explicit_targets, main
@@ -132,3 +133,38 @@ def test_scheme_and_image_size_flow_from_data_to_the_built_model(tmp_path):
     )
     assert cli.model.scheme.name == "aflw19" and cli.model.image_size == 96
     assert cli.model.net.num_points == 19
+
+
+def test_ckpt_path_hyperparameters_follow_the_data_links(tmp_path: Path):
+    """``validate --ckpt_path``: LightningCLI re-parses the checkpoint's model hyperparameters; a
+    linked value in them is not a user value: the datamodule's value replaces it, as for a fresh
+    model (here a checkpoint trained at 64 px, validated at 96 px)."""
+    from tests.test_training_infra import DEMO, SMALL
+
+    trained = main(
+        [
+            "fit",
+            "--config",
+            str(DEMO),
+            *SMALL,
+            "--trainer.max_steps=1",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ]
+    )
+    ckpt = tmp_path / "m.ckpt"
+    trained.trainer.save_checkpoint(ckpt)
+    assert torch.load(ckpt, weights_only=False)["hyper_parameters"]["image_size"] == 64
+    validated = main(
+        [
+            "validate",
+            "--config",
+            str(DEMO),
+            *SMALL,
+            "--data.init_args.image_size=96",
+            f"--ckpt_path={ckpt}",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ]
+    )
+    assert validated.model.hparams.image_size == 96 and validated.datamodule.image_size == 96
