@@ -22,7 +22,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from facelit.losses.margin import KIND_DEFAULT_M, KIND_DEFAULT_S, MarginKind, MarginLoss
+from facelit.losses.margin import (
+    KIND_DEFAULT_M,
+    KIND_DEFAULT_S,
+    MarginKind,
+    MarginLoss,
+    ShardedMarginLoss,
+    gather_shards,
+    scale_gradient,
+)
 from facelit.metrics.verification import IncompletePairsError, VerificationMetric, flip_features
 from facelit.nets.sphere import create_embedding_net
 from lightning_modules.base import FaceModule
@@ -46,6 +54,8 @@ class SphereFaceModule(FaceModule):
         m, s: margin and scale; default the kind's published values (A-Softmax m = 4).
         lambda_base, lambda_gamma, lambda_power, lambda_min: A-Softmax annealing (official values).
         flip_test: evaluation features concatenate the flipped image's.
+        shard_classifier: under DDP, split the classifier over the ranks (exact softmax, as Partial FC
+            without sampling; for very many identities). Checkpoints hold the full classifier.
         **kwargs: optimizer arguments of :class:`FaceModule`.
     """
 
@@ -65,6 +75,7 @@ class SphereFaceModule(FaceModule):
         lambda_power: float = 1.0,
         lambda_min: float = 5.0,
         flip_test: bool = True,
+        shard_classifier: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -77,8 +88,71 @@ class SphereFaceModule(FaceModule):
             lambda_base, lambda_gamma, lambda_power, lambda_min,
         )
         self.flip_test = flip_test
+        self.shard_classifier = shard_classifier
         self.val_metric = VerificationMetric()
         self.test_metric = VerificationMetric()
+
+    # ---- sharded classifier ------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if self.shard_classifier and world > 1 and not isinstance(self.criterion, ShardedMarginLoss):
+            self._shard(self.trainer.global_rank, world)
+
+    def _shard(self, rank: int, world: int) -> None:
+        """Keep this rank's slice of the (identically initialised) classifier; DDP must not average it."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        full = self.criterion
+        for param in full.parameters():  # every rank slices the same classifier
+            torch.distributed.broadcast(param.data, 0)
+        sharded = ShardedMarginLoss(full.embedding_dim, full.num_classes, rank, world, kind=full.kind, m=full.m,
+                                    s=full.s, lambda_base=full.schedule.base, lambda_gamma=full.schedule.gamma,
+                                    lambda_power=full.schedule.power, lambda_min=full.schedule.minimum)
+        with torch.no_grad():
+            sharded.weight.copy_(full.weight[sharded.class_start : sharded.class_stop])
+            if full.bias is not None:
+                sharded.bias.copy_(full.bias[sharded.class_start : sharded.class_stop])
+            sharded.iteration.copy_(full.iteration)
+        self.criterion = sharded.to(full.weight.device)
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            self, [f"criterion.{n}" for n, _ in sharded.named_parameters()])
+
+    def on_fit_end(self) -> None:
+        """Reassemble the full classifier on every rank (a spawned run hands rank 0's model back)."""
+        c = self.criterion
+        if not isinstance(c, ShardedMarginLoss):
+            return
+        full = MarginLoss(c.embedding_dim, c.num_classes, c.kind, c.m, c.s, c.schedule.base, c.schedule.gamma,
+                          c.schedule.power, c.schedule.minimum).to(c.weight.device)
+        with torch.no_grad():
+            for name, param in c.named_parameters():
+                getattr(full, name).copy_(gather_shards(param.detach(), c))
+            full.iteration.copy_(c.iteration)
+        self.criterion = full
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Write the full classifier: gather every rank's shard (runs on every rank)."""
+        if not isinstance(self.criterion, ShardedMarginLoss):
+            return
+        for name, param in self.criterion.named_parameters():
+            checkpoint["state_dict"][f"criterion.{name}"] = gather_shards(param.detach(), self.criterion)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A full classifier in the checkpoint is sliced to this rank's shard."""
+        if not isinstance(self.criterion, ShardedMarginLoss):
+            return
+        c = self.criterion
+        for name, _ in c.named_parameters():
+            key = f"criterion.{name}"
+            checkpoint["state_dict"][key] = checkpoint["state_dict"][key][c.class_start : c.class_stop]
+
+    def _embedding_for_loss(self, features: torch.Tensor) -> torch.Tensor:
+        """DDP averages the backbone's gradients over ranks; a sharded loss gives each rank the exact
+        gradient of the global loss through its own samples, so scale by the world size."""
+        if isinstance(self.criterion, ShardedMarginLoss):
+            return scale_gradient(features, self.criterion.world_size)
+        return features
 
     # ---- features -----------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -93,11 +167,15 @@ class SphereFaceModule(FaceModule):
     def model_step(self, batch: dict[str, Any], stage: str) -> dict[str, torch.Tensor]:
         features = self(batch["image"])
         labels = batch["identity"]
-        logits = self.criterion.local_logits(features, labels)
-        loss = F.cross_entropy(logits, labels)
-        with torch.no_grad():
-            accuracy = (logits.argmax(1) == labels).float().mean()
-        return {"loss": loss, "accuracy": accuracy, "lambda": torch.tensor(self.criterion.lambda_value),
+        out: dict[str, torch.Tensor] = {}
+        if isinstance(self.criterion, ShardedMarginLoss):
+            out["loss"] = self.criterion(self._embedding_for_loss(features), labels)
+        else:
+            logits = self.criterion.local_logits(features, labels)
+            out["loss"] = F.cross_entropy(logits, labels)
+            with torch.no_grad():
+                out["accuracy"] = (logits.argmax(1) == labels).float().mean()
+        return {**out, "lambda": torch.tensor(self.criterion.lambda_value),
                 "feature_norm": features.detach().norm(dim=1).mean()}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

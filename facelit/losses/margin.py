@@ -52,6 +52,7 @@ __all__ = [
     "asoftmax_psi",
     "margin_logits",
     "scale_gradient",
+    "gather_shards",
     "shard_range",
 ]
 
@@ -354,3 +355,14 @@ class ShardedMarginLoss(MarginLoss):
         picked = logits.gather(1, local.clamp(0, max(0, logits.shape[1] - 1))[:, None]).squeeze(1)
         target = _SumExact.apply(torch.where(has_target, picked, torch.zeros_like(picked)), self.group)
         return (torch.log(sum_exp) + row_max - target).mean()
+
+
+def gather_shards(tensor: torch.Tensor, loss: ShardedMarginLoss) -> torch.Tensor:
+    """The full (C, ...) parameter from every rank's (C_r, ...) shard of ``loss`` (a collective)."""
+    per = -(-loss.num_classes // loss.world_size)
+    padded = tensor.new_zeros((per, *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor
+    parts = [torch.empty_like(padded) for _ in range(loss.world_size)]
+    dist.all_gather(parts, padded, group=loss.group)
+    return torch.cat([p[: b - a] for p, (a, b) in
+                      zip(parts, (shard_range(loss.num_classes, r, loss.world_size) for r in range(loss.world_size)))])
