@@ -6,6 +6,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from callbacks.headpose import HeadPosePlots
 from datamodules.padaco import PadacoDataModule, PoseFlip
 from lightning_modules.padaco import METHODS, PadacoModule
 
@@ -72,10 +73,12 @@ def test_each_method_fits_two_stages(method, tmp_path):
     pl.seed_everything(0)
     dm = PadacoDataModule(**TINY)
     module = PadacoModule(method=method, backbone=BACKBONE, adapt_epoch=1, num_neighbours=2)
-    trainer = pl.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+    callbacks = [HeadPosePlots()] if method == "padaco" else []
+    trainer = pl.Trainer(max_steps=8, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
+                         callbacks=callbacks)
     trainer.fit(module, datamodule=dm)
-    assert trainer.global_step == 6
+    assert trainer.global_step == 8  # two epochs of 4 steps: stage 1, then stage 2
     metrics = trainer.callback_metrics
     assert {"val/source/mae", "val/target/mae", "val/target/mae_pyr"} <= set(metrics)
     if method in ("pada", "padaco"):
@@ -86,6 +89,8 @@ def test_each_method_fits_two_stages(method, tmp_path):
         assert module.source_weights is None
     if method == "padaco":
         assert dm.source_sampler.weights is not None
+        drawn = {p.parent.name for p in tmp_path.rglob("*.png")}
+        assert {"val_error_by_yaw", "adapt_source_weights"} <= drawn, drawn
     if method != "source_only":
         assert "train/lambda" in metrics and 0 < float(metrics["train/lambda"]) < 1
     trainer.test(module, datamodule=dm)
