@@ -202,3 +202,21 @@ def test_predict_rescores_small_proposals_and_writes_a_submission(tmp_path: Path
     report = json.loads((out_dir / "rescore_ap.json").read_text())
     assert set(report) >= {"before_ap_hard", "after_ap_hard", "before_ap_easy"}
     assert json.dumps(report) == json.dumps(module.rescore_report)  # NaN where a setting keeps no face
+
+
+def test_bf16_autocast_trains_both_players(tmp_path: Path):
+    pl.seed_everything(0)
+    module = _module(pixel_warmup_steps=1)
+    trainer = pl.Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        precision="bf16-mixed",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=_data())
+    assert trainer.global_step == 3 and int(module.batches_seen) == 2  # warm-up G, then G + D
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in module.parameters())
