@@ -31,21 +31,31 @@ class WarpPanels(pl.Callback):
             raise ValueError("num_images, every_n_epochs and scale must be >= 1")
         self.num_images, self.every_n_epochs, self.scale = num_images, every_n_epochs, scale
 
-    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
-                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if batch_idx != 0 or trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
             return
         if not hasattr(pl_module, "warp_panels"):
             return
         with torch.no_grad():
-            panels = pl_module.warp_panels({k: v[: self.num_images] if isinstance(v, torch.Tensor) else v
-                                            for k, v in batch.items()})
+            panels = pl_module.warp_panels(
+                {k: v[: self.num_images] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            )
         tiles = []
         for p in panels:
             tiles += [
                 draw_overlay(p["input"], {}, self.scale),
                 draw_overlay(p["pred_warp"], {"landmarks": p["warped_landmarks"]}, self.scale),
                 draw_overlay(p["gt_warp"], {"gt_landmarks": p["match_landmarks"]}, self.scale),
-                draw_overlay(p["input"], {"landmarks": p["landmarks"], "gt_landmarks": p["gt_landmarks"]}, self.scale),
+                draw_overlay(
+                    p["input"], {"landmarks": p["landmarks"], "gt_landmarks": p["gt_landmarks"]}, self.scale
+                ),
             ]
         log_images(trainer, "val/warps", [grid(tiles, columns=4)] if tiles and trainer.is_global_zero else [])

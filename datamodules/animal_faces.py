@@ -42,8 +42,10 @@ def _keypoints(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     if reader is not None:
         return reader()
     samples = [dataset[i] for i in range(len(dataset))]  # type: ignore[arg-type]
-    return (torch.stack([s["landmarks"] for s in samples]),
-            torch.stack([s["landmarks_visible"] for s in samples]))
+    return (
+        torch.stack([s["landmarks"] for s in samples]),
+        torch.stack([s["landmarks_visible"] for s in samples]),
+    )
 
 
 class _PairedAugment(torch.nn.Module):
@@ -56,13 +58,22 @@ class _PairedAugment(torch.nn.Module):
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         out = self.animal(batch)
         out["match_points"], out["match_visible"] = flip_matches(
-            out["match_points"], out["match_visible"], out.pop("flipped"), self.animal.flip_perm)
+            out["match_points"], out["match_visible"], out.pop("flipped"), self.animal.flip_perm
+        )
         out.pop("affine")
         if "human_image" in out:
-            human = self.human({"image": out["human_image"], "landmarks": out["human_landmarks"],
-                                "landmarks_visible": out["human_landmarks_visible"]})
-            out.update(human_image=human["image"], human_landmarks=human["landmarks"],
-                       human_landmarks_visible=human["landmarks_visible"])
+            human = self.human(
+                {
+                    "image": out["human_image"],
+                    "landmarks": out["human_landmarks"],
+                    "landmarks_visible": out["human_landmarks_visible"],
+                }
+            )
+            out.update(
+                human_image=human["image"],
+                human_landmarks=human["landmarks"],
+                human_landmarks_visible=human["landmarks_visible"],
+            )
         return out
 
 
@@ -83,7 +94,8 @@ class AnimalFaceDataModule(FaceDataModule):
         rotation: maximum absolute rotation in degrees (the official recipe draws from {-10, -5, 0, 5, 10};
             here uniformly in [-rotation, rotation]).
         match_cache_dir: folder for the cached pose-match tables (None: computed in memory).
-        **kwargs: FaceDataModule arguments (data_dir, batch_size, num_workers, augment, seed, synth_cache, ...).
+        **kwargs: FaceDataModule arguments (data_dir, batch_size, num_workers, augment, seed,
+            synth_cache, ...).
     """
 
     def __init__(
@@ -114,10 +126,19 @@ class AnimalFaceDataModule(FaceDataModule):
         self.species, self.image_size, self.num_matches = species, image_size, num_matches
         self.human_list, self.val_fraction = human_list, val_fraction
         self.synth_sizes = (synth_train_size, synth_val_size, synth_human_size)
-        self.animal_domain, self.human_domain, self.num_identities = animal_domain, human_domain, num_identities
+        self.animal_domain, self.human_domain, self.num_identities = (
+            animal_domain,
+            human_domain,
+            num_identities,
+        )
         self.match_cache_dir = match_cache_dir
-        self.augment_kwargs = {"flip_p": flip_p, "rotation": rotation, "scales": (1.0, 1.0), "translation": 0.0,
-                               "photometric": False}
+        self.augment_kwargs = {
+            "flip_p": flip_p,
+            "rotation": rotation,
+            "scales": (1.0, 1.0),
+            "translation": 0.0,
+            "photometric": False,
+        }
         self.collate_fn = collate_crops
 
     # ---- sources ------------------------------------------------------------------------------
@@ -126,18 +147,32 @@ class AnimalFaceDataModule(FaceDataModule):
         from facelit.synth.interspecies import TightHumanCrops
 
         n_train, n_val, n_human = self.synth_sizes
-        self.note_synthetic(f"{self.species} heads (domain {self.animal_domain}), humans of domain {self.human_domain}")
+        self.note_synthetic(
+            f"{self.species} heads (domain {self.animal_domain}), humans of domain {self.human_domain}"
+        )
 
         def animals(seed: int, n: int) -> FaceCropDataset:
-            return FaceCropDataset(seed=seed, length=n, size=self.image_size, domain=self.animal_domain,
-                                   species=self.species, scheme=ANIMAL5.name, num_identities=self.num_identities)
+            return FaceCropDataset(
+                seed=seed,
+                length=n,
+                size=self.image_size,
+                domain=self.animal_domain,
+                species=self.species,
+                scheme=ANIMAL5.name,
+                num_identities=self.num_identities,
+            )
 
         train = animals(self.seed, n_train)
         if stage == "fit":
             train = self.maybe_cache(train, f"synthetic {self.species} train")
         val = self.maybe_cache(animals(self.seed + 1, n_val), f"synthetic {self.species} val")
-        humans = TightHumanCrops(seed=self.seed + 2, length=n_human, size=self.image_size, domain=self.human_domain,
-                                 num_identities=self.num_identities)
+        humans = TightHumanCrops(
+            seed=self.seed + 2,
+            length=n_human,
+            size=self.image_size,
+            domain=self.human_domain,
+            num_identities=self.num_identities,
+        )
         return train, val, None, self.maybe_cache(humans, "synthetic human pool")
 
     def _real_sets(self) -> tuple[Dataset, Dataset, Dataset | None, Dataset]:
@@ -153,13 +188,23 @@ class AnimalFaceDataModule(FaceDataModule):
         test_list = root / f"test_{self.species}.txt"
         test = KeypointListDataset(test_list, self.image_size) if test_list.is_file() else None
         human_list = Path(self.human_list)
-        humans = KeypointListDataset(human_list if human_list.is_absolute() else root / human_list, self.image_size)
+        humans = KeypointListDataset(
+            human_list if human_list.is_absolute() else root / human_list, self.image_size
+        )
         return train, val, test, humans
 
-    def _paired(self, animals: Dataset, human_points: torch.Tensor, human_visible: torch.Tensor,
-                humans: Dataset | None, train: bool) -> Dataset:
+    def _paired(
+        self,
+        animals: Dataset,
+        human_points: torch.Tensor,
+        human_visible: torch.Tensor,
+        humans: Dataset | None,
+        train: bool,
+    ) -> Dataset:
         a_points, a_visible = _keypoints(animals)
-        table = match_poses(a_points, a_visible, human_points, human_visible, self.num_matches, self.match_cache_dir)
+        table = match_poses(
+            a_points, a_visible, human_points, human_visible, self.num_matches, self.match_cache_dir
+        )
         size = (self.image_size, self.image_size)
         match_points = to_normalised(human_points, size)[table.indices]
         match_visible = human_visible[table.indices] & a_visible[:, None, :]
@@ -167,16 +212,30 @@ class AnimalFaceDataModule(FaceDataModule):
         if train and self.augment == "cpu":
             augment = LandmarkAugment(ANIMAL5.name, **self.augment_kwargs)
             human_augment = LandmarkAugment(FIVE_POINT.name, **self.augment_kwargs)
-        return InterspeciesPairs(animals, match_points, match_visible, table.valid, humans if train else None,
-                                 augment, human_augment, ANIMAL5.flip_tensor())
+        return InterspeciesPairs(
+            animals,
+            match_points,
+            match_visible,
+            table.valid,
+            humans if train else None,
+            augment,
+            human_augment,
+            ANIMAL5.flip_tensor(),
+        )
 
     def build_datasets(self, stage: str) -> None:
         train, val, test, humans = self._synthetic_sets(stage) if self.synthetic else self._real_sets()
         h_points, h_visible = _keypoints(humans)
         self.human_set = humans
-        self.train_set = self._paired(train, h_points, h_visible, humans, train=True) if stage == "fit" else None
+        self.train_set = (
+            self._paired(train, h_points, h_visible, humans, train=True) if stage == "fit" else None
+        )
         self.val_set = self._paired(val, h_points, h_visible, None, train=False)
-        self.test_set = self._paired(test, h_points, h_visible, None, train=False) if test is not None else None
+        self.test_set = (
+            self._paired(test, h_points, h_visible, None, train=False) if test is not None else None
+        )
         if self.augment == "gpu":
-            self.batched_augment = _PairedAugment(BatchedLandmarkAugment(ANIMAL5.name, **self.augment_kwargs),
-                                                  BatchedLandmarkAugment(FIVE_POINT.name, **self.augment_kwargs))
+            self.batched_augment = _PairedAugment(
+                BatchedLandmarkAugment(ANIMAL5.name, **self.augment_kwargs),
+                BatchedLandmarkAugment(FIVE_POINT.name, **self.augment_kwargs),
+            )

@@ -130,8 +130,18 @@ class InterspeciesModule(FaceModule):
         self.smooth_l1_beta = smooth_l1_beta
         self.uses_warp = method in ("bl_tps", "full")
         self.keypoint_net = VanillaCNN(ANIMAL5.num_points, keypoint_channels, keypoint_hidden)
-        self.warp_net = (WarpingNet(warp_backbone, warp_width, grid_size, grid_extent, hidden=warp_hidden,
-                                    weights_file=warp_weights_file) if self.uses_warp else None)
+        self.warp_net = (
+            WarpingNet(
+                warp_backbone,
+                warp_width,
+                grid_size,
+                grid_extent,
+                hidden=warp_hidden,
+                weights_file=warp_weights_file,
+            )
+            if self.uses_warp
+            else None
+        )
         self.warp_pretrained = warp_weights_file is not None
         self.val_metrics = KeypointFailureRate(ANIMAL5.point_names, failure_threshold)
         self.test_metrics = KeypointFailureRate(ANIMAL5.point_names, failure_threshold)
@@ -166,8 +176,11 @@ class InterspeciesModule(FaceModule):
             backbone = [p for p in self.warp_net.parameters() if id(p) not in head_ids]
             groups += [{"params": backbone, "lr": 1.0}, {"params": head, "lr": 1.0}]
         opt = build_optimizer(groups, self.optimizer_name, 1.0, self.weight_decay, self.momentum)
-        total = int(self.trainer.max_steps if self._trainer is not None and self.trainer.max_steps > 0
-                    else (self.trainer.estimated_stepping_batches if self._trainer is not None else 1))
+        total = int(
+            self.trainer.max_steps
+            if self._trainer is not None and self.trainer.max_steps > 0
+            else (self.trainer.estimated_stepping_batches if self._trainer is not None else 1)
+        )
         lambdas = [(lambda step, g=g: self._stage_lrs(step, total)[g]) for g in range(len(groups))]
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -175,20 +188,34 @@ class InterspeciesModule(FaceModule):
     # ---- the model ----------------------------------------------------------------------------
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """(B, 3, H, W) animal images -> ``landmarks`` (B, 5, 2) on the original image (pixels), plus
-        ``warped`` (B, 3, H, W), ``grid`` (B, H, W, 2) and ``warped_landmarks`` (B, 5, 2) for warping methods."""
+        ``warped`` (B, 3, H, W), ``grid`` (B, H, W, 2) and ``warped_landmarks`` (B, 5, 2) for the
+        warping methods."""
         size = (images.shape[-2], images.shape[-1])
         if self.warp_net is None:
             return {"landmarks": self.keypoint_net.predict_pixels(self.prepare_images(images))}
         warp = self.warp_net(self.prepare_images(images))
         warped, grid = self.warp_net.warp(images, warp)
         on_warped = self.keypoint_net.predict_pixels(self.prepare_images(warped))
-        return {"landmarks": map_points(warp, on_warped, size, size), "warped": warped, "grid": grid,
-                "warped_landmarks": on_warped}
+        return {
+            "landmarks": map_points(warp, on_warped, size, size),
+            "warped": warped,
+            "grid": grid,
+            "warped_landmarks": on_warped,
+        }
 
     def keypoint_loss(self, pred: Tensor, target: Tensor, visible: Tensor, size: int) -> Tensor:
         """Smooth-L1 on visible keypoints, (B, K, 2) pixels of an S-sided crop, in units of the crop side."""
-        return landmark_loss(pred / size, target / size, visible, kind="smooth_l1",
-                             smooth_l1_beta=self.smooth_l1_beta, scale=float(size)) / size
+        return (
+            landmark_loss(
+                pred / size,
+                target / size,
+                visible,
+                kind="smooth_l1",
+                smooth_l1_beta=self.smooth_l1_beta,
+                scale=float(size),
+            )
+            / size
+        )
 
     @staticmethod
     def ground_truth_grids(batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
@@ -300,10 +327,19 @@ class InterspeciesModule(FaceModule):
             match = from_normalised(batch["match_points"][rows, first], (h, w))
         pred_warp = pred.get("warped", images)
         on_warp = pred.get("warped_landmarks", pred["landmarks"])
-        return [{"input": images[i], "pred_warp": pred_warp[i], "gt_warp": gt_warp[i],
-                 "landmarks": pred["landmarks"][i], "gt_landmarks": batch["landmarks"][i],
-                 "warped_landmarks": on_warp[i], "match_landmarks": match[i]} for i in range(images.shape[0])]
+        return [
+            {
+                "input": images[i],
+                "pred_warp": pred_warp[i],
+                "gt_warp": gt_warp[i],
+                "landmarks": pred["landmarks"][i],
+                "gt_landmarks": batch["landmarks"][i],
+                "warped_landmarks": on_warp[i],
+                "match_landmarks": match[i],
+            }
+            for i in range(images.shape[0])
+        ]
 
     def predict_overlay(self, batch: dict[str, Any]) -> list[dict[str, Tensor]]:
         pred = self(batch["image"])["landmarks"]
-        return [{"landmarks": p, "gt_landmarks": t} for p, t in zip(pred, batch["landmarks"])]
+        return [{"landmarks": p, "gt_landmarks": t} for p, t in zip(pred, batch["landmarks"], strict=True)]

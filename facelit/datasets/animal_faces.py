@@ -76,7 +76,9 @@ def read_keypoint_label(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot read keypoint label {path}: {err}") from err
     if array.shape != (NUM_KEYPOINTS, 3):
-        raise ValueError(f"{path}: expected a ({NUM_KEYPOINTS}, 3) array (x, y, visible), got shape {array.shape}")
+        raise ValueError(
+            f"{path}: expected a ({NUM_KEYPOINTS}, 3) array (x, y, visible), got shape {array.shape}"
+        )
     array = array.astype(np.float64)
     if not np.isfinite(array).all():
         raise ValueError(f"{path}: non-finite values {array.tolist()}")
@@ -139,16 +141,24 @@ class KeypointListDataset(Dataset):
         points, visible = read_keypoint_label(label_path)
         h, w = image.shape[-2:]
         s = self.image_size
-        image = F.interpolate(image[None], size=(s, s), mode="bilinear", align_corners=False, antialias=True)[0]
+        image = F.interpolate(image[None], size=(s, s), mode="bilinear", align_corners=False, antialias=True)[
+            0
+        ]
         points = points * self._scale((h, w))
         box = points_box(points, visible) if bool(visible.any()) else torch.tensor([0.0, 0.0, s, s])
-        return {"image": image.clamp(0, 1), "landmarks": points, "landmarks_visible": visible,
-                "pose": torch.zeros(3), "boxes": box,
-                "meta": {"file": str(image_path), "orig_size": (h, w)}}
+        return {
+            "image": image.clamp(0, 1),
+            "landmarks": points,
+            "landmarks_visible": visible,
+            "pose": torch.zeros(3),
+            "boxes": box,
+            "meta": {"file": str(image_path), "orig_size": (h, w)},
+        }
 
 
-def flip_matches(points: torch.Tensor, visible: torch.Tensor, flipped: torch.Tensor,
-                 flip_perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def flip_matches(
+    points: torch.Tensor, visible: torch.Tensor, flipped: torch.Tensor, flip_perm: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mirror matched human keypoints of horizontally flipped samples.
 
     Args:
@@ -180,9 +190,17 @@ class InterspeciesPairs(Dataset):
         flip_perm: (5,) flip permutation of the keypoint scheme.
     """
 
-    def __init__(self, animals: Dataset, match_points: torch.Tensor, match_visible: torch.Tensor,
-                 match_valid: torch.Tensor, humans: Dataset | None = None, augment: Any = None,
-                 human_augment: Any = None, flip_perm: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        animals: Dataset,
+        match_points: torch.Tensor,
+        match_visible: torch.Tensor,
+        match_valid: torch.Tensor,
+        humans: Dataset | None = None,
+        augment: Any = None,
+        human_augment: Any = None,
+        flip_perm: torch.Tensor | None = None,
+    ) -> None:
         if match_points.shape[0] != len(animals):  # type: ignore[arg-type]
             raise ValueError(f"{match_points.shape[0]} match rows for {len(animals)} animals")  # type: ignore[arg-type]
         self.animals, self.humans = animals, humans
@@ -206,6 +224,9 @@ class InterspeciesPairs(Dataset):
             human = self.humans[j]
             if self.human_augment is not None:
                 human = self.human_augment(human)
-            sample.update(human_image=human["image"], human_landmarks=human["landmarks"],
-                          human_landmarks_visible=human["landmarks_visible"])
+            sample.update(
+                human_image=human["image"],
+                human_landmarks=human["landmarks"],
+                human_landmarks_visible=human["landmarks_visible"],
+            )
         return sample

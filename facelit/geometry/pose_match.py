@@ -31,7 +31,12 @@ import torch
 __all__ = ["MIN_SHARED", "PoseDescriptor", "pose_descriptor", "pose_distance", "MatchTable", "match_poses"]
 
 LEFT_EYE, RIGHT_EYE, NOSE, MOUTH_LEFT, MOUTH_RIGHT = range(5)
-EYE_MOUTH = ((LEFT_EYE, MOUTH_LEFT), (LEFT_EYE, MOUTH_RIGHT), (RIGHT_EYE, MOUTH_LEFT), (RIGHT_EYE, MOUTH_RIGHT))
+EYE_MOUTH = (
+    (LEFT_EYE, MOUTH_LEFT),
+    (LEFT_EYE, MOUTH_RIGHT),
+    (RIGHT_EYE, MOUTH_LEFT),
+    (RIGHT_EYE, MOUTH_RIGHT),
+)
 MIN_SHARED = 3  # pairs sharing fewer visible keypoints (<= 2) are dropped
 _CHUNK = 256
 
@@ -76,8 +81,9 @@ def pose_descriptor(points: torch.Tensor, visible: torch.Tensor) -> PoseDescript
 
 
 def _take(desc: PoseDescriptor, rows: slice) -> PoseDescriptor:
-    return PoseDescriptor(*(t[rows] for t in (desc.vertical, desc.vertical_ok, desc.triple, desc.triple_ok,
-                                              desc.visible)))
+    return PoseDescriptor(
+        *(t[rows] for t in (desc.vertical, desc.vertical_ok, desc.triple, desc.triple_ok, desc.visible))
+    )
 
 
 def pose_distance(a: PoseDescriptor, h: PoseDescriptor) -> torch.Tensor:

@@ -223,7 +223,9 @@ def fit_tps_anchored(src: torch.Tensor, dst: torch.Tensor, mask: torch.Tensor) -
     local = (dst - shift[:, None]) @ torch.linalg.inv(linear).transpose(1, 2)
     anchors = border_anchors(src).expand(src.shape[0], -1, -1)
     ones = torch.ones(anchors.shape[:2], dtype=torch.bool, device=mask.device)
-    fit = fit_tps_masked(torch.cat([src, anchors], 1), torch.cat([local, anchors], 1), torch.cat([mask, ones], 1))
+    fit = fit_tps_masked(
+        torch.cat([src, anchors], 1), torch.cat([local, anchors], 1), torch.cat([mask, ones], 1)
+    )
     lt = linear.transpose(1, 2)
     affine = fit.affine_weights @ lt
     affine = torch.cat([affine[:, :1] + shift[:, None], affine[:, 1:]], dim=1)
@@ -263,18 +265,23 @@ def warp_image(image: torch.Tensor, grid: torch.Tensor, fill: Fill = "mean") -> 
     Pixels that sample outside the input take the image's per-channel mean (``fill="mean"``) or 0.
     """
     if image.dim() != 4 or grid.dim() != 4 or grid.shape[-1] != 2 or grid.shape[0] != image.shape[0]:
-        raise ValueError(f"expected (B, C, H, W) image and (B, h, w, 2) grid, got {tuple(image.shape)}, "
-                         f"{tuple(grid.shape)}")
+        raise ValueError(
+            f"expected (B, C, H, W) image and (B, h, w, 2) grid, got {tuple(image.shape)}, "
+            f"{tuple(grid.shape)}"
+        )
     if fill not in ("mean", "zeros"):
         raise ValueError(f"fill must be 'mean' or 'zeros', got {fill!r}")
     grid = grid.to(image.dtype)
     if fill == "zeros":
         return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     mean = image.mean(dim=(2, 3), keepdim=True)
-    return F.grid_sample(image - mean, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + mean
+    return (
+        F.grid_sample(image - mean, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + mean
+    )
 
 
-def map_points(warp: TpsWarp, points: torch.Tensor, out_size: tuple[int, int],
-               in_size: tuple[int, int]) -> torch.Tensor:
+def map_points(
+    warp: TpsWarp, points: torch.Tensor, out_size: tuple[int, int], in_size: tuple[int, int]
+) -> torch.Tensor:
     """Pixel points (B, K, 2) of the OUTPUT (warped) image -> pixel points of the INPUT image."""
     return from_normalised(warp(to_normalised(points, out_size)), in_size)

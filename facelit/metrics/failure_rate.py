@@ -25,8 +25,12 @@ __all__ = ["FAILURE_THRESHOLD", "keypoint_failures", "KeypointFailureRate"]
 FAILURE_THRESHOLD = 0.1
 
 
-def keypoint_failures(pred: torch.Tensor, target: torch.Tensor, face_size: torch.Tensor | float,
-                      threshold: float = FAILURE_THRESHOLD) -> torch.Tensor:
+def keypoint_failures(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    face_size: torch.Tensor | float,
+    threshold: float = FAILURE_THRESHOLD,
+) -> torch.Tensor:
     """(B, K) bool: error of each keypoint > ``threshold * face_size``.
 
     Args:
@@ -34,7 +38,9 @@ def keypoint_failures(pred: torch.Tensor, target: torch.Tensor, face_size: torch
         face_size: (B,) face-crop sides in pixels, or one float for all.
     """
     if pred.shape != target.shape or pred.dim() != 3 or pred.shape[-1] != 2:
-        raise ValueError(f"expected (B, K, 2) prediction and target, got {tuple(pred.shape)}, {tuple(target.shape)}")
+        raise ValueError(
+            f"expected (B, K, 2) prediction and target, got {tuple(pred.shape)}, {tuple(target.shape)}"
+        )
     size = torch.as_tensor(face_size, dtype=pred.dtype, device=pred.device).expand(pred.shape[0])
     if bool((size <= 0).any()):
         raise ValueError(f"face sizes must be positive, got {size.tolist()}")
@@ -62,19 +68,24 @@ class KeypointFailureRate(Metric):
         self.add_state("failures", torch.zeros(k, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("visible", torch.zeros(k, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor, visible: torch.Tensor,
-               face_size: torch.Tensor | float) -> None:
+    def update(
+        self, pred: torch.Tensor, target: torch.Tensor, visible: torch.Tensor, face_size: torch.Tensor | float
+    ) -> None:
         """``pred``/``target`` (B, K, 2) pixels, ``visible`` (B, K) bool, ``face_size`` (B,) or float."""
         if visible.shape != pred.shape[:2] or visible.dtype != torch.bool:
-            raise ValueError(f"visible must be a {tuple(pred.shape[:2])} bool tensor, got "
-                             f"{tuple(visible.shape)} {visible.dtype}")
+            raise ValueError(
+                f"visible must be a {tuple(pred.shape[:2])} bool tensor, got "
+                f"{tuple(visible.shape)} {visible.dtype}"
+            )
         fails = keypoint_failures(pred.detach().float(), target.float(), face_size, self.threshold) & visible
         self.failures = self.failures + fails.sum(0).to(self.failures)
         self.visible = self.visible + visible.sum(0).to(self.visible)
 
     def compute(self) -> dict[str, torch.Tensor]:
         per_point = self.failures / self.visible  # NaN where never visible
-        out = {"fr_avg": self.failures.sum() / self.visible.sum().clamp(min=1),
-               "fr_mean_kp": per_point.nanmean()}
+        out = {
+            "fr_avg": self.failures.sum() / self.visible.sum().clamp(min=1),
+            "fr_mean_kp": per_point.nanmean(),
+        }
         out.update({f"fr_{name}": per_point[i] for i, name in enumerate(self.point_names)})
         return {k: v.float() for k, v in out.items()}

@@ -31,8 +31,13 @@ class VanillaCNN(nn.Module):
             size works (the original's 40 x 40 input gives 2 x 2 there).
     """
 
-    def __init__(self, num_points: int = 5, channels: Sequence[int] = (16, 48, 64, 64), hidden: int = 100,
-                 pooled: int = 2) -> None:
+    def __init__(
+        self,
+        num_points: int = 5,
+        channels: Sequence[int] = (16, 48, 64, 64),
+        hidden: int = 100,
+        pooled: int = 2,
+    ) -> None:
         super().__init__()
         if len(channels) != len(_KERNELS):
             raise ValueError(f"channels must list {len(_KERNELS)} conv widths, got {tuple(channels)}")
@@ -40,13 +45,21 @@ class VanillaCNN(nn.Module):
         self.normalize = ImageNormalize()
         layers: list[nn.Module] = []
         c_in = 3
-        for c_out, k in zip(channels, _KERNELS):
-            layers += [nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False), nn.BatchNorm2d(c_out), nn.Tanh(),
-                       nn.MaxPool2d(2, ceil_mode=True)]
+        for c_out, k in zip(channels, _KERNELS, strict=True):
+            layers += [
+                nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.Tanh(),
+                nn.MaxPool2d(2, ceil_mode=True),
+            ]
             c_in = c_out
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(pooled))
-        self.fc1 = nn.Sequential(nn.Flatten(), nn.Linear(c_in * pooled * pooled, hidden, bias=False),
-                                 nn.BatchNorm1d(hidden), nn.Tanh())
+        self.fc1 = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(c_in * pooled * pooled, hidden, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.Tanh(),
+        )
         self.fc2 = nn.Linear(hidden, 2 * num_points)
         nn.init.zeros_(self.fc2.weight)
         nn.init.constant_(self.fc2.bias, _CENTRE)

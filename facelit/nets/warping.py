@@ -12,7 +12,6 @@ Convention: control points and offsets are in ``grid_sample``'s normalised frame
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from facelit.geometry.tps import TpsWarp, control_grid, fit_tps, sampling_grid, warp_image
@@ -36,11 +35,19 @@ class AlexNetConvs(nn.Module):
         c = [max(8, int(round(ch * width))) for ch in _ALEX_CHANNELS]
         relu = nn.ReLU(inplace=True)
         self.body = nn.Sequential(
-            nn.Conv2d(3, c[0], 5, stride=2, padding=2), relu, nn.MaxPool2d(2, ceil_mode=True),
-            nn.Conv2d(c[0], c[1], 5, padding=2), relu, nn.MaxPool2d(2, ceil_mode=True),
-            nn.Conv2d(c[1], c[2], 3, padding=1), relu,
-            nn.Conv2d(c[2], c[3], 3, padding=1), relu,
-            nn.Conv2d(c[3], c[4], 3, padding=1), relu, nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(3, c[0], 5, stride=2, padding=2),
+            relu,
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(c[0], c[1], 5, padding=2),
+            relu,
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(c[1], c[2], 3, padding=1),
+            relu,
+            nn.Conv2d(c[2], c[3], 3, padding=1),
+            relu,
+            nn.Conv2d(c[3], c[4], 3, padding=1),
+            relu,
+            nn.MaxPool2d(2, ceil_mode=True),
         )
         self.out_channels = c[4]
 
@@ -62,9 +69,17 @@ class WarpingNet(nn.Module):
         weights_file: local timm weights for the backbone (timm backbones only).
     """
 
-    def __init__(self, backbone: str = ALEXNET, width: float = 1.0, grid_size: int = 5, grid_extent: float = 1.0,
-                 reduce_channels: int = 64, hidden: int = 256, pooled: int = 4,
-                 weights_file: str | None = None) -> None:
+    def __init__(
+        self,
+        backbone: str = ALEXNET,
+        width: float = 1.0,
+        grid_size: int = 5,
+        grid_extent: float = 1.0,
+        reduce_channels: int = 64,
+        hidden: int = 256,
+        pooled: int = 4,
+        weights_file: str | None = None,
+    ) -> None:
         super().__init__()
         self.normalize = ImageNormalize()
         if backbone == ALEXNET:
@@ -77,11 +92,18 @@ class WarpingNet(nn.Module):
             self.backbone = body
             channels = body.feature_info.channels()[-1]
         self.timm = backbone != ALEXNET
-        self.reduce = nn.Sequential(nn.Conv2d(channels, reduce_channels, 1, bias=False),
-                                    nn.BatchNorm2d(reduce_channels), nn.ReLU(inplace=True),
-                                    nn.AdaptiveAvgPool2d(pooled), nn.Flatten())
-        self.fc1 = nn.Sequential(nn.Linear(reduce_channels * pooled * pooled, hidden, bias=False),
-                                 nn.BatchNorm1d(hidden), nn.ReLU(inplace=True))
+        self.reduce = nn.Sequential(
+            nn.Conv2d(channels, reduce_channels, 1, bias=False),
+            nn.BatchNorm2d(reduce_channels),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(pooled),
+            nn.Flatten(),
+        )
+        self.fc1 = nn.Sequential(
+            nn.Linear(reduce_channels * pooled * pooled, hidden, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+        )
         self.fc2 = nn.Linear(hidden, 2 * grid_size * grid_size)
         nn.init.zeros_(self.fc2.weight)
         nn.init.zeros_(self.fc2.bias)
@@ -107,6 +129,8 @@ class WarpingNet(nn.Module):
 
     @staticmethod
     def warp(images: Tensor, warp: TpsWarp) -> tuple[Tensor, Tensor]:
-        """Apply ``warp`` to (B, 3, H, W) images (mean-colour background); returns (warped, grid (B, H, W, 2))."""
+        """Apply ``warp`` to (B, 3, H, W) images (mean-colour background).
+
+        Returns (warped (B, 3, H, W), grid (B, H, W, 2))."""
         grid = sampling_grid(warp, (images.shape[-2], images.shape[-1]))
         return warp_image(images, grid, fill="mean"), grid

@@ -32,10 +32,24 @@ class TightHumanCrops(Dataset):
         margin: fraction of the keypoint box's longer side added on each side.
     """
 
-    def __init__(self, seed: int = 0, length: int = 1000, size: int = 64, domain: str = "clean",
-                 num_identities: int = 100, margin: float = TIGHT_MARGIN) -> None:
-        self.source = FaceCropDataset(seed=seed, length=length, size=size * RENDER_FACTOR, domain=domain,
-                                      species="human", scheme="five_point", num_identities=num_identities)
+    def __init__(
+        self,
+        seed: int = 0,
+        length: int = 1000,
+        size: int = 64,
+        domain: str = "clean",
+        num_identities: int = 100,
+        margin: float = TIGHT_MARGIN,
+    ) -> None:
+        self.source = FaceCropDataset(
+            seed=seed,
+            length=length,
+            size=size * RENDER_FACTOR,
+            domain=domain,
+            species="human",
+            scheme="five_point",
+            num_identities=num_identities,
+        )
         self.size, self.margin = int(size), float(margin)
 
     def __len__(self) -> int:
@@ -43,8 +57,14 @@ class TightHumanCrops(Dataset):
 
     def _recrop(self, sample: dict[str, Any]) -> dict[str, Any]:
         box = crop_box_from_points(sample["landmarks"], sample["landmarks_visible"], self.margin)
-        out = make_crop_sample(sample["image"], sample["landmarks"], sample["landmarks_visible"], box, self.size,
-                               pose=sample["pose"])
+        out = make_crop_sample(
+            sample["image"],
+            sample["landmarks"],
+            sample["landmarks_visible"],
+            box,
+            self.size,
+            pose=sample["pose"],
+        )
         out.pop("meta")
         out["identity"] = sample["identity"]
         return out

@@ -14,14 +14,27 @@ import torch
 
 from datamodules.animal_faces import AnimalFaceDataModule
 from facelit.batch import collate_crops
-from facelit.metrics.failure_rate import KeypointFailureRate
 from facelit.geometry.schemes import ANIMAL5
+from facelit.metrics.failure_rate import KeypointFailureRate
 from lightning_modules.interspecies import InterspeciesModule, stage_plan
 
 BUDGET: dict[str, Any] = {"human_steps": 100, "warp_steps": 60, "animal_steps": 240}
-DATA: dict[str, Any] = {"synth_train_size": 500, "synth_val_size": 200, "synth_human_size": 500, "batch_size": 32,
-                        "num_workers": 0, "synth_cache": True, "image_size": 64}
-MODEL: dict[str, Any] = {"warp_width": 0.25, "lr": 2e-3, "human_lr": 2e-3, "warp_lr": 1e-3, "weight_decay": 0.0}
+DATA: dict[str, Any] = {
+    "synth_train_size": 500,
+    "synth_val_size": 200,
+    "synth_human_size": 500,
+    "batch_size": 32,
+    "num_workers": 0,
+    "synth_cache": True,
+    "image_size": 64,
+}
+MODEL: dict[str, Any] = {
+    "warp_width": 0.25,
+    "lr": 2e-3,
+    "human_lr": 2e-3,
+    "warp_lr": 1e-3,
+    "weight_decay": 0.0,
+}
 
 
 def datamodule(seed: int, species: str = "horse") -> AnimalFaceDataModule:
@@ -37,24 +50,45 @@ def mean_shape_failure_rate(dm: AnimalFaceDataModule) -> float:
     mean = (points * visible).sum(0) / visible.sum(0).clamp(min=1)
     val = collate_crops([dm.val_set[i] for i in range(len(dm.val_set))])  # type: ignore[arg-type]
     metric = KeypointFailureRate(ANIMAL5.point_names)
-    metric.update(mean.expand_as(val["landmarks"]), val["landmarks"], val["landmarks_visible"], float(DATA["image_size"]))
+    metric.update(
+        mean.expand_as(val["landmarks"]),
+        val["landmarks"],
+        val["landmarks_visible"],
+        float(DATA["image_size"]),
+    )
     return float(metric.compute()["fr_avg"])
 
 
-def run_method(method: str, seed: int, species: str = "horse", budget: dict[str, Any] | None = None,
-               dm: AnimalFaceDataModule | None = None) -> dict[str, float]:
+def run_method(
+    method: str,
+    seed: int,
+    species: str = "horse",
+    budget: dict[str, Any] | None = None,
+    dm: AnimalFaceDataModule | None = None,
+) -> dict[str, float]:
     """Train ``method`` with the same animal-stage budget as every other method; val metrics at the end."""
     budget = budget or BUDGET
     pl.seed_everything(seed, workers=True)
     dm = dm or datamodule(seed, species)
     human, warp = stage_plan(method, budget["human_steps"], budget["warp_steps"])
     model = InterspeciesModule(method=method, human_steps=human, warp_steps=warp, **MODEL)
-    trainer = pl.Trainer(max_steps=human + warp + budget["animal_steps"], accelerator="cpu", devices=1,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=1.0, num_sanity_val_steps=0,
-                         val_check_interval=None, check_val_every_n_epoch=10_000)
+    trainer = pl.Trainer(
+        max_steps=human + warp + budget["animal_steps"],
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=1.0,
+        num_sanity_val_steps=0,
+        val_check_interval=None,
+        check_val_every_n_epoch=10_000,
+    )
     trainer.fit(model, dm)
-    return {k.removeprefix("val/"): float(v) for k, v in trainer.validate(model, dm, verbose=False)[0].items()}
+    return {
+        k.removeprefix("val/"): float(v) for k, v in trainer.validate(model, dm, verbose=False)[0].items()
+    }
 
 
 @pytest.mark.slow

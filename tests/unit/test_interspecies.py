@@ -45,8 +45,10 @@ def test_failure_rate_hand_computed():
     err = torch.tensor([[5.0, 11.0, 10.0, 30.0, 0.0], [12.0, 1.0, 2.0, 3.0, 50.0]])
     pred = target + torch.stack([err, torch.zeros_like(err)], -1)
     visible = torch.tensor([[True, True, True, True, True], [True, True, True, True, False]])
-    assert keypoint_failures(pred, target, 100.0).tolist() == [[False, True, False, True, False],
-                                                              [True, False, False, False, True]]
+    assert keypoint_failures(pred, target, 100.0).tolist() == [
+        [False, True, False, True, False],
+        [True, False, False, False, True],
+    ]
     metric = KeypointFailureRate(["a", "b", "c", "d", "e"])
     metric.update(pred, target, visible, torch.tensor([100.0, 100.0]))
     out = metric.compute()
@@ -104,8 +106,16 @@ def test_stages_and_learning_rates():
     assert stage_plan("full", 10, 5) == (10, 5)
     with pytest.raises(ValueError, match="method"):
         stage_plan("other", 1, 1)
-    module = InterspeciesModule(method="full", human_steps=10, warp_steps=5, lr=1e-2, human_lr=1e-3, warp_lr=1e-3,
-                                warp_width=0.25, warp_hidden=16)
+    module = InterspeciesModule(
+        method="full",
+        human_steps=10,
+        warp_steps=5,
+        lr=1e-2,
+        human_lr=1e-3,
+        warp_lr=1e-3,
+        warp_width=0.25,
+        warp_hidden=16,
+    )
     assert [module.stage_at(s) for s in (0, 9, 10, 14, 15)] == ["human", "human", "warp", "warp", "animal"]
     total = 15 + 30
     assert module._stage_lrs(0, total) == (1e-3, 0.0, 0.0)

@@ -54,8 +54,15 @@ def test_match_poses_k_nearest_and_cache(tmp_path, monkeypatch):
     human_vis = torch.ones(5, 5, dtype=torch.bool)
     human_vis[4, 2:] = False  # shares only the eyes with anyone: dropped
     animals = torch.stack([face(1.9), face(0.1)])
-    table = match_poses(animals, torch.ones(2, 5, dtype=torch.bool), humans, human_vis, k=3, cache_dir=tmp_path,
-                        progress=False)
+    table = match_poses(
+        animals,
+        torch.ones(2, 5, dtype=torch.bool),
+        humans,
+        human_vis,
+        k=3,
+        cache_dir=tmp_path,
+        progress=False,
+    )
     assert table.indices.tolist() == [[3, 2, 1], [0, 1, 2]]
     assert table.valid.all()
     k5 = match_poses(animals, torch.ones(2, 5, dtype=torch.bool), humans, human_vis, k=5, progress=False)
@@ -67,8 +74,15 @@ def test_match_poses_k_nearest_and_cache(tmp_path, monkeypatch):
         raise AssertionError("the cached table must be reused")
 
     monkeypatch.setattr(pm, "pose_distance", boom)
-    again = match_poses(animals, torch.ones(2, 5, dtype=torch.bool), humans, human_vis, k=3, cache_dir=tmp_path,
-                        progress=False)
+    again = match_poses(
+        animals,
+        torch.ones(2, 5, dtype=torch.bool),
+        humans,
+        human_vis,
+        k=3,
+        cache_dir=tmp_path,
+        progress=False,
+    )
     assert torch.equal(again.indices, table.indices)
 
 

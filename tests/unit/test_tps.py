@@ -39,7 +39,10 @@ def test_normalised_frame_is_grid_sample_half_pixel():
     expected = torch.tensor([[1 / 64 - 1, 1 / 48 - 1], [1 - 1 / 64, 1 - 1 / 48]])
     assert torch.allclose(to_normalised(centres, S), expected)
     assert torch.allclose(from_normalised(to_normalised(ANIMAL, S), S), ANIMAL)
-    assert torch.allclose(pixel_grid(S, centres)[0], expected[0]) and pixel_grid(S, centres).shape == (48 * 64, 2)
+    assert torch.allclose(pixel_grid(S, centres)[0], expected[0]) and pixel_grid(S, centres).shape == (
+        48 * 64,
+        2,
+    )
 
 
 @pytest.mark.parametrize("solver", ["standard", "kornia"])
@@ -56,7 +59,9 @@ def test_image_warp_is_fitted_output_to_input_and_matches_kornia():
     cols, rows = (human[0] - 0.5).long().unbind(-1)
     assert (out[0][:, rows, cols].T - ANIMAL[0].double()).abs().max() < 1e-6
     # kornia's own image warp with the same spline (its convention: fitted output -> input, normalised frame)
-    kornia_out = warp_image_tps(ramp(S), warp.centres, warp.kernel_weights, warp.affine_weights, align_corners=False)
+    kornia_out = warp_image_tps(
+        ramp(S), warp.centres, warp.kernel_weights, warp.affine_weights, align_corners=False
+    )
     assert torch.allclose(out, kornia_out, atol=1e-6)
 
 
@@ -82,12 +87,16 @@ def test_masked_fit_equals_fit_on_used_pairs():
 
 def test_similarity_and_anchored_fit():
     angle, scale, shift = torch.tensor(0.3), 1.7, torch.tensor([0.1, -0.2])
-    rot = scale * torch.stack([torch.stack([angle.cos(), -angle.sin()]), torch.stack([angle.sin(), angle.cos()])])
+    rot = scale * torch.stack(
+        [torch.stack([angle.cos(), -angle.sin()]), torch.stack([angle.sin(), angle.cos()])]
+    )
     src = to_normalised(HUMAN, S).double()
     dst = src @ rot.double().T + shift.double()
     mask = torch.ones(1, 5, dtype=torch.bool)
     sim = similarity_lstsq(src, dst, mask)
-    assert torch.allclose(sim[0, :, :2], rot.double(), atol=1e-9) and torch.allclose(sim[0, :, 2], shift.double())
+    assert torch.allclose(sim[0, :, :2], rot.double(), atol=1e-9) and torch.allclose(
+        sim[0, :, 2], shift.double()
+    )
     # an exact similarity is reproduced everywhere, border anchors included
     warp = fit_tps_anchored(src, dst, mask)
     probe = torch.rand(1, 40, 2).double() * 2 - 1
@@ -99,13 +108,17 @@ def test_similarity_and_anchored_fit():
     assert (warp(src)[mask] - bent[mask]).abs().max() < 1e-6
     sim = similarity_lstsq(src, bent, mask)
     anchors = border_anchors(src)[None]
-    assert torch.allclose(warp(anchors), anchors @ sim[:, :, :2].transpose(1, 2) + sim[:, None, :, 2], atol=1e-6)
+    assert torch.allclose(
+        warp(anchors), anchors @ sim[:, :, :2].transpose(1, 2) + sim[:, None, :, 2], atol=1e-6
+    )
 
 
 def test_mean_fill_outside_the_input():
     image = torch.rand(2, 3, *S)
     far = torch.full((2, *S, 2), 5.0)  # every output pixel samples far outside the input
-    assert torch.allclose(warp_image(image, far), image.mean(dim=(2, 3), keepdim=True).expand_as(image), atol=1e-6)
+    assert torch.allclose(
+        warp_image(image, far), image.mean(dim=(2, 3), keepdim=True).expand_as(image), atol=1e-6
+    )
     assert warp_image(image, far, fill="zeros").abs().max() == 0
 
 
