@@ -31,7 +31,9 @@ from facelit.nets.retinaface import RetinaFace, detect, detect_multiscale
 from facelit.nets.retinaface_post import NMS_THRESHOLD, SCORE_THRESHOLD, VOTE_THRESHOLD
 from lightning_modules.base import FaceModule
 
-__all__ = ["RetinaFaceModule"]
+__all__ = ["OVERLAY_SCORE_THRESHOLD", "RetinaFaceModule"]
+
+OVERLAY_SCORE_THRESHOLD = 0.5  # detections drawn on the validation overlays (display only)
 
 
 def _original_scale(meta: dict[str, Any] | None, device: torch.device) -> torch.Tensor:
@@ -278,7 +280,7 @@ class RetinaFaceModule(FaceModule):
         dets = self.detect(batch["image"])
         items = []
         for i, det in enumerate(dets):
-            keep = det["scores"] > 0.5
+            keep = det["scores"] > OVERLAY_SCORE_THRESHOLD
             valid = batch["valid"][i]
             item = {
                 "boxes": det["boxes"][keep],
