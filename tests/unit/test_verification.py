@@ -66,13 +66,14 @@ def _official(left: np.ndarray, right: np.ndarray, same: np.ndarray, fold: np.nd
         fr /= np.sqrt((fr**2).sum(1, keepdims=True))
         scores = (fl * fr).sum(1)
 
-        def accuracy(s: np.ndarray, f: np.ndarray, t: float) -> float:
-            return ((s[f] > t).sum() + (s[~f] < t).sum()) / len(s)
+        def accuracy(s: np.ndarray, f: np.ndarray, t: np.ndarray) -> np.ndarray:
+            """getAccuracy for every threshold of t (T,), broadcast over the pairs."""
+            return ((s[f][None] > t[:, None]).sum(1) + (s[~f][None] < t[:, None]).sum(1)) / len(s)
 
         thresholds = np.arange(-10000, 10001) / 10000
-        grid = np.array([accuracy(scores[val], same[val], t) for t in thresholds])
+        grid = accuracy(scores[val], same[val], thresholds)
         t = thresholds[grid == grid.max()].mean()
-        accs.append(accuracy(scores[test], same[test], t))
+        accs.append(float(accuracy(scores[test], same[test], np.array([t]))[0]))
     return accs
 
 
