@@ -38,6 +38,16 @@ log = logging.getLogger(__name__)
 _PREVIOUS = {"pnet": (), "rnet": ("pnet",), "onet": ("pnet", "rnet")}
 
 
+def _source_key(source: str) -> list[Any]:
+    """A detector source for the cache key: a checkpoint file with its size and modification time
+    (a retrained checkpoint at the same path must not reuse the old samples)."""
+    path = Path(source)
+    if not path.is_file():
+        return [source]
+    stat = path.stat()
+    return [source, stat.st_size, stat.st_mtime_ns]
+
+
 class CropSamples(Dataset):
     """Mined crops held in memory (uint8), served as float crops, optionally flipped at random.
 
@@ -135,8 +145,9 @@ class MTCNNDataModule(WiderFaceDataModule):
         return [load_stage(src, st) for src, st in zip(self.detector_sources, _PREVIOUS[self.stage])]
 
     def _cache_key(self, split: str, length: int) -> str:
+        sources = [_source_key(src) for src in self.detector_sources]
         spec = {"split": split, "length": length, "stage": self.stage, "mining": repr(self.mining),
-                "preset": repr(self.mining_preset), "sources": self.detector_sources, "seed": self.seed,
+                "preset": repr(self.mining_preset), "sources": sources, "seed": self.seed,
                 "data": str(self.data_dir), "render": [self.synth_render_size, self.synth_max_faces],
                 "landmarks": [self.landmark_dir, self.landmark_images]}
         digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]

@@ -7,7 +7,8 @@ stages' last checkpoints as ``data.init_args.detector_ckpt`` (hard-sample mining
 are cached under ``<out>/cache`` (a rerun reuses them). The cascade of the three last checkpoints
 (never selected on the evaluation scenes) is then run on synthetic validation scenes: the JSON
 printed at the end gives each stage's val recall/precision on its crops, the cascade's WIDER-protocol
-AP and the per-stage recall and candidates kept.
+AP and the per-stage recall and candidates kept; ``<out>/cascade_stages.png`` shows the boxes each
+stage keeps on three of the scenes.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ def train_stage(stage: str, out: Path, earlier: list[str], overrides: list[str])
             **{k: round(float(v), 4) for k, v in metrics.items() if k.startswith("val/")}}
 
 
-def evaluate(ckpts: list[str], seed: int, scenes: int, size: int, max_faces: int, preset: str) -> dict[str, float]:
-    """Cascade figures of the trained nets on ``scenes`` synthetic scenes (the val seed, seed + 1)."""
+def evaluate(ckpts: list[str], seed: int, scenes: int, size: int, max_faces: int, preset: str,
+             overlay: Path | None = None) -> dict[str, float]:
+    """Cascade figures of the trained nets on ``scenes`` synthetic scenes (the val seed, seed + 1);
+    with ``overlay``, a PNG of each stage's surviving boxes on the first three scenes."""
     import torch
 
     from facelit.metrics.mtcnn import evaluate_cascade
@@ -52,7 +55,28 @@ def evaluate(ckpts: list[str], seed: int, scenes: int, size: int, max_faces: int
     data = SceneDataset(seed=seed + 1, length=scenes, height=size, width=size, max_faces=max_faces)
     with torch.no_grad():
         report = evaluate_cascade(tuple(nets), (data[i] for i in range(len(data))), get_preset(preset))
+    if overlay is not None:
+        stage_overlays(nets, [data[i] for i in range(min(3, len(data)))], get_preset(preset), overlay)
     return {k: round(v, 4) for k, v in report.items()}
+
+
+def stage_overlays(nets: list, scenes: list[dict[str, Any]], settings: Any, path: Path) -> None:
+    """One row per scene: the boxes surviving P-Net, R-Net and O-Net (green) over the faces (red)."""
+    import torch
+    from PIL import Image
+
+    from facelit.nets.mtcnn_cascade import detect_faces
+    from facelit.viz import draw_overlay, grid
+
+    tiles = []
+    with torch.no_grad():
+        for scene in scenes:
+            _, stages = detect_faces(scene["image"][None], *nets, settings=settings, return_stages=True)
+            for name in ("pnet", "rnet", "onet"):
+                if name in stages:
+                    items = {"boxes": stages[name][0]["boxes"], "gt_boxes": scene["boxes"]}
+                    tiles.append(draw_overlay(scene["image"], items))
+    Image.fromarray(grid(tiles, columns=len(tiles) // max(1, len(scenes)))).save(path)
 
 
 def run_pipeline(out: Path, steps: tuple[int, int, int] | None = None, overrides: list[str] | None = None,
@@ -68,7 +92,7 @@ def run_pipeline(out: Path, steps: tuple[int, int, int] | None = None, overrides
             extra.append(f"--trainer.max_steps={steps[i]}")
         report[stage] = train_stage(stage, out / stage, list(ckpts), extra)
         ckpts.append(report[stage]["ckpt"])
-    report["cascade"] = evaluate(ckpts, seed, eval_scenes, size, max_faces, preset)
+    report["cascade"] = evaluate(ckpts, seed, eval_scenes, size, max_faces, preset, out / "cascade_stages.png")
     return report
 
 
