@@ -139,13 +139,13 @@ def test_ckpt_path_hyperparameters_follow_the_data_links(tmp_path: Path):
     """``validate --ckpt_path``: LightningCLI re-parses the checkpoint's model hyperparameters; a
     linked value in them is not a user value: the datamodule's value replaces it, as for a fresh
     model (here a checkpoint trained at 64 px, validated at 96 px)."""
-    from tests.test_training_infra import DEMO, SMALL
+    from tests.test_training_infra import SMALL, small_demo
 
     trained = main(
         [
             "fit",
             "--config",
-            str(DEMO),
+            str(small_demo()),
             *SMALL,
             "--trainer.max_steps=1",
             f"--trainer.default_root_dir={tmp_path}",
@@ -159,7 +159,7 @@ def test_ckpt_path_hyperparameters_follow_the_data_links(tmp_path: Path):
         [
             "validate",
             "--config",
-            str(DEMO),
+            str(small_demo()),
             *SMALL,
             "--data.init_args.image_size=96",
             f"--ckpt_path={ckpt}",
