@@ -223,7 +223,9 @@ class FaceDataModule(pl.LightningDataModule):
     def note_synthetic(self, what: str) -> None:
         """Say once in the log that the synthetic world is served."""
         if self.synthetic and not self._said_synthetic:
-            log.warning("%s: no data_dir given, serving the synthetic face world (%s)", type(self).__name__, what)
+            log.warning(
+                "%s: no data_dir given, serving the synthetic face world (%s)", type(self).__name__, what
+            )
             self._said_synthetic = True
 
     def maybe_cache(self, dataset: Dataset, desc: str) -> Dataset:
@@ -279,7 +281,8 @@ class FaceDataModule(pl.LightningDataModule):
         return self._loader(self.test_set or self.val_set, False, self.val_batch_size, "test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_set or self.test_set or self.val_set, False, self.val_batch_size, "predict")
+        dataset = self.predict_set or self.test_set or self.val_set
+        return self._loader(dataset, False, self.val_batch_size, "predict")
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         trainer = self.trainer
