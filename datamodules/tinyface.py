@@ -93,6 +93,7 @@ class TinyFaceDataModule(FaceDataModule):
             synthesised proposals).
         predict_proposals_dir: detector JSON lines to re-score in ``predict``.
         rescore_below: re-score proposals whose longer side is below this many pixels (None: all).
+        rescore_min_score: re-score only proposals whose detector score is at least this.
         synth_train_size / synth_val_size: synthetic scenes per split.
         synth_scene_size: synthetic scene side in pixels (match the detector's when reading its proposals).
         synth_max_faces: faces per synthetic scene at most.
@@ -113,6 +114,7 @@ class TinyFaceDataModule(FaceDataModule):
         val_proposals_dir: str | None = None,
         predict_proposals_dir: str | None = None,
         rescore_below: float | None = 20.0,
+        rescore_min_score: float = 0.0,
         synth_train_size: int = 2000,
         synth_val_size: int = 100,
         synth_scene_size: int = 256,
@@ -134,6 +136,7 @@ class TinyFaceDataModule(FaceDataModule):
         )
         self.proposals_dir, self.val_proposals_dir = proposals_dir, val_proposals_dir
         self.predict_proposals_dir, self.rescore_below = predict_proposals_dir, rescore_below
+        self.rescore_min_score = rescore_min_score
         self.synth_train_size, self.synth_val_size = synth_train_size, synth_val_size
         self.synth_scene_size, self.synth_max_faces = synth_scene_size, synth_max_faces
         self.synth_kwargs = {
@@ -197,6 +200,7 @@ class TinyFaceDataModule(FaceDataModule):
                 self.hr_size // self.scale,
                 self.crop_margin,
                 self.rescore_below,
+                self.rescore_min_score,
             )
 
     # ---- loaders ------------------------------------------------------------------------------

@@ -313,6 +313,8 @@ class RescoreDataset(Dataset):
         margin: crop margin (see :func:`hr_lr_pair`).
         rescore_below: proposals whose longer side is below this (pixels) are re-scored; ``None``
             re-scores all.
+        rescore_min_score: only proposals with a detector score of at least this are re-scored (a
+            detector's low-score tail can hold hundreds of boxes per image).
 
     Item: ``boxes`` (P, 4), ``scores`` (P,), ``rescore`` (P,) bool, ``lr`` (R, 3, l, l) crops of the
     R re-scored proposals (in box order), ``meta`` ({"event", "file", ...}: the detector's names for
@@ -327,9 +329,11 @@ class RescoreDataset(Dataset):
         lr_size: int = 32,
         margin: float = 0.1,
         rescore_below: float | None = 20.0,
+        rescore_min_score: float = 0.0,
     ) -> None:
         self.images, self.proposals = images, proposals
         self.lr_size, self.margin, self.rescore_below = lr_size, margin, rescore_below
+        self.rescore_min_score = rescore_min_score
 
     def __len__(self) -> int:
         return len(self.images)  # type: ignore[arg-type]
@@ -342,7 +346,7 @@ class RescoreDataset(Dataset):
         if self.rescore_below is not None and boxes.shape[0]:
             rescore = _sides(boxes) < self.rescore_below
         if boxes.shape[0]:
-            rescore &= _sides(boxes) > _MIN_SIDE
+            rescore &= (_sides(boxes) > _MIN_SIDE) & (scores >= self.rescore_min_score)
         item: dict[str, Any] = {
             "boxes": boxes,
             "scores": scores,

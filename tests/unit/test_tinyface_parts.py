@@ -249,6 +249,8 @@ def test_rescore_dataset_crops_only_small_proposals():
     assert item["rescore"].tolist() == [False, True, True]
     assert item["lr"].shape == (2, 3, 8, 8) and item["gt_boxes"].shape == (1, 4)
     assert RescoreDataset(_Scenes(), _props, rescore_below=None)[0]["rescore"].all()
+    confident = RescoreDataset(_Scenes(), _props, lr_size=8, rescore_below=25, rescore_min_score=0.2)[0]
+    assert confident["rescore"].tolist() == [False, True, False] and confident["lr"].shape[0] == 1
 
 
 def test_fuse_scores():
