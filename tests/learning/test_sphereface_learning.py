@@ -22,7 +22,7 @@ from cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs" / "demo" / "sphereface.yaml"
-STEPS = 120
+STEPS = 150
 BATCH = 64
 TRAIN_IDENTITIES = 100
 TRAIN_SIZE = 1600
