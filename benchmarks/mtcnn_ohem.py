@@ -33,20 +33,37 @@ def run(seed: int, keep_ratio: float, steps: int, out: Path, scenes: int) -> dic
     from facelit.synth import SceneDataset
 
     root = out / f"keep{keep_ratio}_seed{seed}"
-    cli = main(["fit", "--config", str(REPO / "configs" / "demo" / "mtcnn_pnet.yaml"), f"--seed_everything={seed}",
-                f"--model.init_args.keep_ratio={keep_ratio}", f"--trainer.max_steps={steps}", "--trainer.max_time=null",
-                "--trainer.val_check_interval=null", "--trainer.check_val_every_n_epoch=1000",
-                "--trainer.max_epochs=1000", "--trainer.enable_progress_bar=false",
-                f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}",
-                f"--data.init_args.cache_dir={out / 'cache'}", "--data.init_args.seed=0"])
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "demo" / "mtcnn_pnet.yaml"),
+            f"--seed_everything={seed}",
+            f"--model.init_args.keep_ratio={keep_ratio}",
+            f"--trainer.max_steps={steps}",
+            "--trainer.max_time=null",
+            "--trainer.val_check_interval=null",
+            "--trainer.check_val_every_n_epoch=1000",
+            "--trainer.max_epochs=1000",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={root}",
+            f"--trainer.logger.init_args.save_dir={root}",
+            f"--data.init_args.cache_dir={out / 'cache'}",
+            "--data.init_args.seed=0",
+        ]
+    )
     crops = cli.trainer.validate(cli.model, cli.datamodule, verbose=False)[0]
     net = cli.model.net.eval()
     data = SceneDataset(seed=1, length=scenes, height=256, width=256, max_faces=12)
     with torch.no_grad():
         report = evaluate_cascade((net, None, None), (data[i] for i in range(scenes)), get_preset("default"))
-    return {"seed": seed, "keep_ratio": keep_ratio, "val_recall": round(float(crops["val/recall"]), 4),
-            "val_precision": round(float(crops["val/precision"]), 4),
-            **{k: round(v, 4) for k, v in report.items() if k.startswith(("ap_", "recall_", "candidates_"))}}
+    return {
+        "seed": seed,
+        "keep_ratio": keep_ratio,
+        "val_recall": round(float(crops["val/recall"]), 4),
+        "val_precision": round(float(crops["val/precision"]), 4),
+        **{k: round(v, 4) for k, v in report.items() if k.startswith(("ap_", "recall_", "candidates_"))},
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,8 +82,11 @@ def main(argv: list[str] | None = None) -> None:
     summary = {}
     for arm in ARMS:
         rows = [r for r in runs if r["arm"] == arm]
-        summary[arm] = {k: round(statistics.mean(r[k] for r in rows), 4)
-                        for k in rows[0] if k not in ("arm", "seed", "keep_ratio")}
+        summary[arm] = {
+            k: round(statistics.mean(r[k] for r in rows), 4)
+            for k in rows[0]
+            if k not in ("arm", "seed", "keep_ratio")
+        }
     print(json.dumps({"steps": args.steps, "seeds": args.seeds, "runs": runs, "mean": summary}, indent=1))
 
 

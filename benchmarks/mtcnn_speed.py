@@ -73,7 +73,7 @@ def _median_times(fns: list, repeats: int, sync) -> list[float]:
     """Median seconds per call of each function, the functions alternating within every repeat."""
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        for fn, record in zip(fns, times):
+        for fn, record in zip(fns, times, strict=False):
             sync()
             t = time.perf_counter()
             fn()
@@ -102,17 +102,25 @@ def run_speed(args: argparse.Namespace) -> dict:
     nets = [n.to(device) for n in pretrained_cascade_nets()]
     settings = CascadeSettings()
     fnp = None
-    report: dict = {"device": str(device), "batch": args.batch, "repeats": args.repeats, "settings": repr(settings)}
+    report: dict = {
+        "device": str(device),
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "settings": repr(settings),
+    }
     if args.facenet_path:
         sys.path.insert(0, args.facenet_path)
         from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
         from facenet_pytorch.models.utils.detect_face import detect_face
 
         fnp_nets = [n.eval().to(device) for n in (PNet(), RNet(), ONet())]
-        fnp = lambda arrays: detect_face(arrays, settings.min_face, *fnp_nets, list(settings.thresholds),
-                                         settings.factor, device)
+        fnp = lambda arrays: detect_face(
+            arrays, settings.min_face, *fnp_nets, list(settings.thresholds), settings.factor, device
+        )
     else:
-        report["facenet_pytorch"] = "skipped: pass --facenet-path (pip install --no-deps --target DIR facenet-pytorch)"
+        report["facenet_pytorch"] = (
+            "skipped: pass --facenet-path (pip install --no-deps --target DIR facenet-pytorch)"
+        )
     for threads in args.threads if device.type == "cpu" else [torch.get_num_threads()]:
         torch.set_num_threads(threads)
         for name, image in make_images(Path(args.astronaut)).items():
@@ -120,14 +128,14 @@ def run_speed(args: argparse.Namespace) -> dict:
             arrays = (batch * 255).round().byte().permute(0, 2, 3, 1).contiguous()
             entry: dict = {"threads": threads, "image": name}
             with torch.no_grad():
-                ours_fn = lambda: detect_faces(batch, *nets, settings=settings)
+                ours_fn = lambda batch=batch: detect_faces(batch, *nets, settings=settings)
                 ours_out = ours_fn()
                 fns = [ours_fn]
                 if fnp is not None:
                     fnp_arrays = arrays if device.type == "cuda" else arrays.cpu().numpy()
                     boxes, points = fnp(fnp_arrays)
                     entry["equal"] = _compare(ours_out[0], boxes[0], points[0])
-                    fns.append(lambda: fnp(fnp_arrays))
+                    fns.append(lambda arrays=fnp_arrays: fnp(arrays))
                 times = _median_times(fns, args.repeats, sync)
                 entry["ours_images_per_s"] = round(args.batch / times[0], 3)
                 if fnp is not None:
@@ -146,10 +154,15 @@ def memory_child(chunk: int, astronaut: str) -> None:
     nets = [n.to(device) for n in pretrained_cascade_nets()]
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with torch.no_grad():
-        final, stages = detect_faces(image[None], *nets, settings=CascadeSettings(chunk=chunk), return_stages=True)
-    out = {"chunk": chunk, "faces_found": len(final[0]["boxes"]),
-           "candidates": {k: len(v[0]["boxes"]) for k, v in stages.items()},
-           "peak_rss_mb_added": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024, 1)}
+        final, stages = detect_faces(
+            image[None], *nets, settings=CascadeSettings(chunk=chunk), return_stages=True
+        )
+    out = {
+        "chunk": chunk,
+        "faces_found": len(final[0]["boxes"]),
+        "candidates": {k: len(v[0]["boxes"]) for k, v in stages.items()},
+        "peak_rss_mb_added": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024, 1),
+    }
     if device.type == "cuda":
         out["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     print(json.dumps(out))
@@ -161,9 +174,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--astronaut", default=str(ASTRONAUT))
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=1, help="images per call (equal sizes, as facenet needs)")
+    parser.add_argument(
+        "--batch", type=int, default=1, help="images per call (equal sizes, as facenet needs)"
+    )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--memory", action="store_true", help="700-face image: peak memory, chunked vs one chunk")
+    parser.add_argument(
+        "--memory", action="store_true", help="700-face image: peak memory, chunked vs one chunk"
+    )
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child is not None:
@@ -172,8 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory:
         runs = []
         for chunk in (256, 1_000_000):
-            done = subprocess.run([sys.executable, __file__, "--memory-child", str(chunk), "--astronaut", args.astronaut],
-                                  capture_output=True, text=True, check=True)
+            done = subprocess.run(
+                [sys.executable, __file__, "--memory-child", str(chunk), "--astronaut", args.astronaut],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps({"memory_700_faces": runs}, indent=1))
         return

@@ -74,8 +74,9 @@ class CropSamples(Dataset):
             if item["kind"] != NEGATIVE:  # negatives carry no box
                 item["boxes"] = torch.stack([size - x2, y1, size - x1, y2])
             pts = item["landmarks"][self.perm]
-            item["landmarks"] = torch.where(item["landmarks_valid"], torch.stack([size - pts[:, 0], pts[:, 1]], -1),
-                                            pts)
+            item["landmarks"] = torch.where(
+                item["landmarks_valid"], torch.stack([size - pts[:, 0], pts[:, 1]], -1), pts
+            )
         return item
 
 
@@ -121,12 +122,18 @@ class MTCNNDataModule(WiderFaceDataModule):
             raise ValueError(f"stage must be one of {sorted(STAGE_SIZES)}, got {stage!r}")
         sources = [detector_ckpt] if isinstance(detector_ckpt, str) else list(detector_ckpt or [])
         if sources and len(sources) != len(_PREVIOUS[stage]):
-            raise ValueError(f"detector_ckpt for stage {stage} must list {len(_PREVIOUS[stage])} net(s) "
-                             f"{list(_PREVIOUS[stage])}, got {sources}")
+            raise ValueError(
+                f"detector_ckpt for stage {stage} must list {len(_PREVIOUS[stage])} net(s) "
+                f"{list(_PREVIOUS[stage])}, got {sources}"
+            )
         self.stage = stage
         self.detector_sources = sources
-        self.mining = MiningConfig(size=STAGE_SIZES[stage], samples_per_image=samples_per_image,
-                                   ratio=tuple(ratio), min_face=min_face)
+        self.mining = MiningConfig(
+            size=STAGE_SIZES[stage],
+            samples_per_image=samples_per_image,
+            ratio=tuple(ratio),
+            min_face=min_face,
+        )
         self.mining_preset = get_preset(mining_preset)
         self.landmark_dir = landmark_dir
         self.landmark_images = landmark_images
@@ -139,22 +146,40 @@ class MTCNNDataModule(WiderFaceDataModule):
     def _detector(self) -> list[torch.nn.Module]:
         if not self.detector_sources:
             if self.stage != "pnet":
-                log.warning("MTCNNDataModule(%s): no detector_ckpt, mining random windows only (no hard samples)",
-                            self.stage)
+                log.warning(
+                    "MTCNNDataModule(%s): no detector_ckpt, mining random windows only (no hard samples)",
+                    self.stage,
+                )
             return []
-        return [load_stage(src, st) for src, st in zip(self.detector_sources, _PREVIOUS[self.stage])]
+        return [
+            load_stage(src, st) for src, st in zip(self.detector_sources, _PREVIOUS[self.stage], strict=False)
+        ]
 
     def _cache_key(self, split: str, length: int) -> str:
         sources = [_source_key(src) for src in self.detector_sources]
-        spec = {"split": split, "length": length, "stage": self.stage, "mining": repr(self.mining),
-                "preset": repr(self.mining_preset), "sources": sources, "seed": self.seed,
-                "data": str(self.data_dir), "render": [self.synth_render_size, self.synth_max_faces],
-                "landmarks": [self.landmark_dir, self.landmark_images]}
+        spec = {
+            "split": split,
+            "length": length,
+            "stage": self.stage,
+            "mining": repr(self.mining),
+            "preset": repr(self.mining_preset),
+            "sources": sources,
+            "seed": self.seed,
+            "data": str(self.data_dir),
+            "render": [self.synth_render_size, self.synth_max_faces],
+            "landmarks": [self.landmark_dir, self.landmark_images],
+        }
         digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
         return f"{self.stage}_{split}_{digest}"
 
-    def _mine(self, images: Dataset, split: str, seed: int, nets: list[torch.nn.Module],
-              cfg: MiningConfig | None = None) -> dict[str, torch.Tensor]:
+    def _mine(
+        self,
+        images: Dataset,
+        split: str,
+        seed: int,
+        nets: list[torch.nn.Module],
+        cfg: MiningConfig | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Mine every image of ``images`` (in shards, cached and resumable when ``cache_dir`` is set)."""
         from tqdm.auto import tqdm
 
@@ -163,7 +188,9 @@ class MTCNNDataModule(WiderFaceDataModule):
         folder = Path(self.cache_dir) / self._cache_key(split, n) if self.cache_dir else None
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-        settings = CascadeSettings(**{**self.mining_preset.__dict__, "min_face": max(12.0, self.mining.min_face)})
+        settings = CascadeSettings(
+            **{**self.mining_preset.__dict__, "min_face": max(12.0, self.mining.min_face)}
+        )
         shards = []
         with tqdm(total=n, desc=f"mining {self.stage} {split} samples", leave=False) as bar:
             for first in range(0, n, self.shard_images):
@@ -184,15 +211,29 @@ class MTCNNDataModule(WiderFaceDataModule):
                 shards.append(shard)
         return concat_samples(shards)
 
-    def _mine_one(self, sample: dict[str, Any], nets: list[torch.nn.Module], settings: CascadeSettings,
-                  cfg: MiningConfig, seed: int) -> dict[str, torch.Tensor]:
+    def _mine_one(
+        self,
+        sample: dict[str, Any],
+        nets: list[torch.nn.Module],
+        settings: CascadeSettings,
+        cfg: MiningConfig,
+        seed: int,
+    ) -> dict[str, torch.Tensor]:
         generator = torch.Generator().manual_seed(seed)
         proposals = None
         if nets:
             rnet = nets[1] if len(nets) > 1 else None
             proposals = detect_faces(sample["image"][None], nets[0], rnet, None, settings)[0]["boxes"]
-        return mine_image(sample["image"], sample["boxes"], cfg, generator, sample.get("landmarks"),
-                          sample.get("landmarks_valid"), sample.get("ignore"), proposals)
+        return mine_image(
+            sample["image"],
+            sample["boxes"],
+            cfg,
+            generator,
+            sample.get("landmarks"),
+            sample.get("landmarks_valid"),
+            sample.get("ignore"),
+            proposals,
+        )
 
     def _landmark_samples(self) -> dict[str, torch.Tensor] | None:
         if self.landmark_dir is None:

@@ -75,7 +75,10 @@ class MTCNNModule(FaceModule):
         if pretrained:
             load_pretrained(self.net, stage, weights_dir)
         defaults = STAGE_WEIGHTS[stage]
-        weights = tuple(d if w is None else w for w, d in zip((det_weight, box_weight, landmark_weight), defaults))
+        weights = tuple(
+            d if w is None else w
+            for w, d in zip((det_weight, box_weight, landmark_weight), defaults, strict=False)
+        )
         self.criterion = MTCNNLoss(weights, keep_ratio)  # type: ignore[arg-type]
         earlier = _ORDER[: _ORDER.index(stage)]
         sources = list(cascade_ckpt) if cascade_ckpt else ([PRETRAINED] * len(earlier) if pretrained else [])
@@ -86,8 +89,14 @@ class MTCNNModule(FaceModule):
         self._earlier: list[torch.nn.Module] | None = None
         self.settings = get_preset(preset)
         self.predict_dir = predict_dir
-        self.val_recall, self.val_precision = BinaryRecall(_FACE_PROBABILITY), BinaryPrecision(_FACE_PROBABILITY)
-        self.test_recall, self.test_precision = BinaryRecall(_FACE_PROBABILITY), BinaryPrecision(_FACE_PROBABILITY)
+        self.val_recall, self.val_precision = (
+            BinaryRecall(_FACE_PROBABILITY),
+            BinaryPrecision(_FACE_PROBABILITY),
+        )
+        self.test_recall, self.test_precision = (
+            BinaryRecall(_FACE_PROBABILITY),
+            BinaryPrecision(_FACE_PROBABILITY),
+        )
 
     # ---- training / evaluation ----------------------------------------------------------------
     def forward(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -97,21 +106,32 @@ class MTCNNModule(FaceModule):
     def model_step(self, batch: dict[str, Any], stage: str) -> dict[str, torch.Tensor]:
         outputs = self(batch["image"])
         parts = self.criterion(outputs, batch)
-        out = {"loss": parts["total"], "det": parts["det"], "box": parts["box"], "landmark": parts["landmark"]}
+        out = {
+            "loss": parts["total"],
+            "det": parts["det"],
+            "box": parts["box"],
+            "landmark": parts["landmark"],
+        }
         if stage in ("val", "test"):
             kind = batch["kind"]
             scored = (kind == POSITIVE) | (kind == NEGATIVE)
             prob = outputs["logits"].flatten(1).softmax(1)[:, 1][scored]
             target = (kind[scored] == POSITIVE).long()
-            recall, precision = (self.val_recall, self.val_precision) if stage == "val" else \
-                (self.test_recall, self.test_precision)
+            recall, precision = (
+                (self.val_recall, self.val_precision)
+                if stage == "val"
+                else (self.test_recall, self.test_precision)
+            )
             recall.update(prob, target)
             precision.update(prob, target)
         return out
 
     def _log_classifier(self, stage: str) -> None:
-        recall, precision = (self.val_recall, self.val_precision) if stage == "val" else \
-            (self.test_recall, self.test_precision)
+        recall, precision = (
+            (self.val_recall, self.val_precision)
+            if stage == "val"
+            else (self.test_recall, self.test_precision)
+        )
         self.log(f"{stage}/recall", recall.compute(), prog_bar=stage == "val", sync_dist=True)
         self.log(f"{stage}/precision", precision.compute(), sync_dist=True)
         recall.reset()
@@ -128,11 +148,15 @@ class MTCNNModule(FaceModule):
         """The nets of the cascade up to this stage (earlier ones loaded once, on this device)."""
         earlier = _ORDER[: _ORDER.index(self.stage)]
         if len(self._earlier_sources) != len(earlier):
-            raise ValueError(f"predicting with an MTCNN {self.stage} needs the earlier stages {list(earlier)}: "
-                             "set cascade_ckpt (or pretrained: true)")
+            raise ValueError(
+                f"predicting with an MTCNN {self.stage} needs the earlier stages {list(earlier)}: "
+                "set cascade_ckpt (or pretrained: true)"
+            )
         if self._earlier is None:
-            self._earlier = [load_stage(src, st, self._weights_dir).to(self.device)
-                             for src, st in zip(self._earlier_sources, earlier)]
+            self._earlier = [
+                load_stage(src, st, self._weights_dir).to(self.device)
+                for src, st in zip(self._earlier_sources, earlier, strict=False)
+            ]
         return [*self._earlier, self.net]
 
     def detect(self, images: torch.Tensor | list[torch.Tensor], return_stages: bool = False) -> Any:
@@ -160,8 +184,12 @@ class MTCNNModule(FaceModule):
             meta = metas[i] or {}
             sx, sy = meta.get("scale", (1.0, 1.0))
             factor = det["boxes"].new_tensor([sx, sy])
-            result = {"event": str(meta.get("event", "images")), "file": str(meta.get("file", f"{batch_idx:06d}_{i:03d}")),
-                      "boxes": (det["boxes"] / factor.repeat(2)).cpu(), "scores": det["scores"].cpu()}
+            result = {
+                "event": str(meta.get("event", "images")),
+                "file": str(meta.get("file", f"{batch_idx:06d}_{i:03d}")),
+                "boxes": (det["boxes"] / factor.repeat(2)).cpu(),
+                "scores": det["scores"].cpu(),
+            }
             if "landmarks" in det:
                 result["landmarks"] = (det["landmarks"] / factor).cpu()
             results.append(result)

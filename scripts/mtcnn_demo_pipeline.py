@@ -28,19 +28,34 @@ def train_stage(stage: str, out: Path, earlier: list[str], overrides: list[str])
     """Fit one stage from its demo config; returns its last checkpoint and final val metrics."""
     from cli import main
 
-    args = ["fit", "--config", str(REPO / "configs" / "demo" / f"mtcnn_{stage}.yaml"),
-            f"--trainer.default_root_dir={out}", f"--trainer.logger.init_args.save_dir={out}",
-            f"--data.init_args.cache_dir={out / 'cache'}", *overrides]
+    args = [
+        "fit",
+        "--config",
+        str(REPO / "configs" / "demo" / f"mtcnn_{stage}.yaml"),
+        f"--trainer.default_root_dir={out}",
+        f"--trainer.logger.init_args.save_dir={out}",
+        f"--data.init_args.cache_dir={out / 'cache'}",
+        *overrides,
+    ]
     if earlier:
         args.append(f"--data.init_args.detector_ckpt=[{', '.join(earlier)}]")
     cli = main(args)
     metrics = cli.trainer.validate(cli.model, cli.datamodule, verbose=False)[0]
-    return {"ckpt": cli.trainer.checkpoint_callback.last_model_path,
-            **{k: round(float(v), 4) for k, v in metrics.items() if k.startswith("val/")}}
+    return {
+        "ckpt": cli.trainer.checkpoint_callback.last_model_path,
+        **{k: round(float(v), 4) for k, v in metrics.items() if k.startswith("val/")},
+    }
 
 
-def evaluate(ckpts: list[str], seed: int, scenes: int, size: int, max_faces: int, preset: str,
-             overlay: Path | None = None) -> dict[str, float]:
+def evaluate(
+    ckpts: list[str],
+    seed: int,
+    scenes: int,
+    size: int,
+    max_faces: int,
+    preset: str,
+    overlay: Path | None = None,
+) -> dict[str, float]:
     """Cascade figures of the trained nets on ``scenes`` synthetic scenes (the val seed, seed + 1);
     with ``overlay``, a PNG of each stage's surviving boxes on the first three scenes."""
     import torch
@@ -50,7 +65,7 @@ def evaluate(ckpts: list[str], seed: int, scenes: int, size: int, max_faces: int
     from facelit.nets.mtcnn_cascade import get_preset
     from facelit.synth import SceneDataset
 
-    nets = [load_stage(c, s) for c, s in zip(ckpts, STAGES)]
+    nets = [load_stage(c, s) for c, s in zip(ckpts, STAGES, strict=False)]
     nets += [None] * (3 - len(nets))
     data = SceneDataset(seed=seed + 1, length=scenes, height=size, width=size, max_faces=max_faces)
     with torch.no_grad():
@@ -79,9 +94,16 @@ def stage_overlays(nets: list, scenes: list[dict[str, Any]], settings: Any, path
     Image.fromarray(grid(tiles, columns=len(tiles) // max(1, len(scenes)))).save(path)
 
 
-def run_pipeline(out: Path, steps: tuple[int, int, int] | None = None, overrides: list[str] | None = None,
-                 eval_scenes: int = 60, seed: int = 0, size: int = 256, max_faces: int = 12,
-                 preset: str = "default") -> dict[str, Any]:
+def run_pipeline(
+    out: Path,
+    steps: tuple[int, int, int] | None = None,
+    overrides: list[str] | None = None,
+    eval_scenes: int = 60,
+    seed: int = 0,
+    size: int = 256,
+    max_faces: int = 12,
+    preset: str = "default",
+) -> dict[str, Any]:
     """Train the three stages in order and evaluate the cascade; returns the report."""
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {}
@@ -92,7 +114,9 @@ def run_pipeline(out: Path, steps: tuple[int, int, int] | None = None, overrides
             extra.append(f"--trainer.max_steps={steps[i]}")
         report[stage] = train_stage(stage, out / stage, list(ckpts), extra)
         ckpts.append(report[stage]["ckpt"])
-    report["cascade"] = evaluate(ckpts, seed, eval_scenes, size, max_faces, preset, out / "cascade_stages.png")
+    report["cascade"] = evaluate(
+        ckpts, seed, eval_scenes, size, max_faces, preset, out / "cascade_stages.png"
+    )
     return report
 
 
@@ -103,11 +127,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-scenes", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", default="default")
-    parser.add_argument("overrides", nargs="*", help="extra CLI overrides for every stage, e.g. "
-                        "--model.init_args.keep_ratio=1.0 (after --)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="extra CLI overrides for every stage, e.g. --model.init_args.keep_ratio=1.0 (after --)",
+    )
     args = parser.parse_args(argv)
-    report = run_pipeline(Path(args.out), tuple(args.steps) if args.steps else None, args.overrides,
-                          args.eval_scenes, args.seed, preset=args.preset)
+    report = run_pipeline(
+        Path(args.out),
+        tuple(args.steps) if args.steps else None,
+        args.overrides,
+        args.eval_scenes,
+        args.seed,
+        preset=args.preset,
+    )
     print(json.dumps(report, indent=1))
 
 

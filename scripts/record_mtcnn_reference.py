@@ -26,7 +26,15 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "tests" / "data" / "mtcnn"
 ASTRONAUT = REPO.parent / "shared" / "data" / "images" / "astronaut.png"
-SCENE = {"seed": 0, "index": 3, "height": 240, "width": 320, "max_faces": 12, "min_face": 14.0, "max_face_frac": 0.3}
+SCENE = {
+    "seed": 0,
+    "index": 3,
+    "height": 240,
+    "width": 320,
+    "max_faces": 12,
+    "min_face": 14.0,
+    "max_face_frac": 0.3,
+}
 CASES = [("astronaut", "default"), ("scene", "default"), ("scene", "wider")]
 
 
@@ -64,8 +72,15 @@ def main(argv: list[str] | None = None) -> None:
         boxes = np.asarray(boxes[0], dtype=np.float64).reshape(-1, 5)
         points = np.asarray(points[0], dtype=np.float64).reshape(-1, 5, 2)
         order = np.argsort(-boxes[:, 4], kind="stable")
-        record["cases"].append({"image": image_name, "preset": preset, "boxes": boxes[order, :4].tolist(),
-                                "scores": boxes[order, 4].tolist(), "landmarks": points[order].tolist()})
+        record["cases"].append(
+            {
+                "image": image_name,
+                "preset": preset,
+                "boxes": boxes[order, :4].tolist(),
+                "scores": boxes[order, 4].tolist(),
+                "landmarks": points[order].tolist(),
+            }
+        )
         print(image_name, preset, len(order), "faces")
     (OUT / "reference.json").write_text(json.dumps(record, indent=1) + "\n")
 

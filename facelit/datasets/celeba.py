@@ -74,8 +74,10 @@ class CelebALandmarks(Dataset):
         names = sorted(n for n, (p,) in partition.items() if p == CELEBA_SPLITS[split])
         missing = [n for n in names if n not in boxes or n not in points]
         if missing:
-            raise ValueError(f"{len(missing)} {split} image(s) of list_eval_partition.txt lack a box or landmarks, "
-                             f"e.g. {missing[0]}")
+            raise ValueError(
+                f"{len(missing)} {split} image(s) of list_eval_partition.txt lack a box or landmarks, "
+                f"e.g. {missing[0]}"
+            )
         self.names = names[:limit] if limit is not None else names
         self.boxes, self.points = boxes, points
 

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from facelit.geometry.boxes import box_iou
-from facelit.nets.mtcnn_cascade import crop_windows, integral_image, area_crops, square_boxes
+from facelit.nets.mtcnn_cascade import area_crops, crop_windows, integral_image, square_boxes
 
 __all__ = [
     "NEGATIVE",
@@ -59,7 +59,8 @@ class MiningConfig:
         ratio: negatives : positives : parts : landmark faces.
         pos_iou, part_iou, neg_iou: IoU limits (positive > pos_iou >= part > part_iou; negative < neg_iou).
         min_face: faces smaller than this (max side, pixels) give no positive/part/landmark window.
-        jitter: random windows around a face: centre shift up to ``jitter`` x size, side x [1 - jitter, 1 + jitter].
+        jitter: random windows around a face: centre shift up to ``jitter`` x size, side times
+            [1 - jitter, 1 + jitter].
     """
 
     size: int = 12
@@ -73,7 +74,9 @@ class MiningConfig:
 
     def __post_init__(self) -> None:
         if len(self.ratio) != 4 or min(self.ratio) < 0 or sum(self.ratio) <= 0:
-            raise ValueError(f"ratio must be four non-negative weights (neg:pos:part:landmark), got {self.ratio}")
+            raise ValueError(
+                f"ratio must be four non-negative weights (neg:pos:part:landmark), got {self.ratio}"
+            )
         if not 0 <= self.neg_iou <= self.part_iou <= self.pos_iou <= 1:
             raise ValueError(f"need 0 <= neg_iou <= part_iou <= pos_iou <= 1, got {self}")
         if self.size < 12 or self.samples_per_image < 1:
@@ -95,7 +98,9 @@ def label_windows(windows: Tensor, faces: Tensor, cfg: MiningConfig) -> tuple[Te
         kind (K,) in {NEGATIVE, POSITIVE, PART, -1 (unused band)}; face index (K,) (0 when N = 0).
     """
     if len(faces) == 0:
-        return torch.full((len(windows),), NEGATIVE, dtype=torch.long), torch.zeros(len(windows), dtype=torch.long)
+        return torch.full((len(windows),), NEGATIVE, dtype=torch.long), torch.zeros(
+            len(windows), dtype=torch.long
+        )
     best, index = box_iou(windows, faces).max(dim=1)
     kind = torch.full_like(index, _NOT_USED)
     kind[best < cfg.neg_iou] = NEGATIVE
@@ -104,8 +109,15 @@ def label_windows(windows: Tensor, faces: Tensor, cfg: MiningConfig) -> tuple[Te
     return kind, index
 
 
-def random_windows(faces: Tensor, height: int, width: int, num_negative: int, num_around: int,
-                   cfg: MiningConfig, generator: torch.Generator) -> Tensor:
+def random_windows(
+    faces: Tensor,
+    height: int,
+    width: int,
+    num_negative: int,
+    num_around: int,
+    cfg: MiningConfig,
+    generator: torch.Generator,
+) -> Tensor:
     """Square integer windows inside the image: uniform ones (negative candidates) and ones jittered
     around each face of max side >= ``cfg.min_face`` (positive/part candidates), (K, 4) float xyxy."""
     short = min(height, width)
@@ -165,8 +177,15 @@ def mine_image(
     faces = faces.float().reshape(-1, 4)
     quotas = cfg.quotas()
     n_faces = max(1, len(faces))
-    rand = random_windows(faces, h, w, 4 * quotas[NEGATIVE], 4 * (quotas[POSITIVE] + quotas[PART] + quotas[LANDMARK])
-                          // n_faces + 1, cfg, generator)
+    rand = random_windows(
+        faces,
+        h,
+        w,
+        4 * quotas[NEGATIVE],
+        4 * (quotas[POSITIVE] + quotas[PART] + quotas[LANDMARK]) // n_faces + 1,
+        cfg,
+        generator,
+    )
     pools = [rand] if proposals is None else [square_boxes(proposals.float()).round(), rand]
     chosen: list[tuple[Tensor, Tensor, Tensor]] = []  # (windows, kind, face index)
     left = list(quotas)
@@ -189,14 +208,24 @@ def mine_image(
     return _cut(image, windows, kind, face, faces, landmarks, cfg.size)
 
 
-def _cut(image: Tensor, windows: Tensor, kind: Tensor, face: Tensor, faces: Tensor, landmarks: Tensor | None,
-         size: int) -> dict[str, Tensor]:
+def _cut(
+    image: Tensor,
+    windows: Tensor,
+    kind: Tensor,
+    face: Tensor,
+    faces: Tensor,
+    landmarks: Tensor | None,
+    size: int,
+) -> dict[str, Tensor]:
     """Crops of ``windows`` (as the cascade crops them) with their targets in crop pixels."""
     zero = torch.zeros(1, dtype=torch.long)
     x0, y0, x1, y1, ok = crop_windows(windows, zero.expand(len(windows)), torch.tensor([image.shape[-2:]]))
     windows, kind, face, x0, y0, x1, y1 = (t[ok] for t in (windows, kind, face, x0, y0, x1, y1))
-    crops = area_crops(integral_image(image[None]), zero.expand(len(windows)), x0, y0, x1, y1, size) if len(windows) \
+    crops = (
+        area_crops(integral_image(image[None]), zero.expand(len(windows)), x0, y0, x1, y1, size)
+        if len(windows)
         else torch.zeros(0, 3, size, size)
+    )
     side = (windows[:, 2] - windows[:, 0]).clamp(min=1)[:, None]
     scale = size / side
     positive = kind != NEGATIVE

@@ -73,11 +73,14 @@ class MTCNNLoss(nn.Module):
         keep_ratio: fraction of the classification losses kept by OHEM (1.0 disables OHEM).
     """
 
-    def __init__(self, weights: tuple[float, float, float] = STAGE_WEIGHTS["pnet"],
-                 keep_ratio: float = OHEM_KEEP_RATIO) -> None:
+    def __init__(
+        self, weights: tuple[float, float, float] = STAGE_WEIGHTS["pnet"], keep_ratio: float = OHEM_KEEP_RATIO
+    ) -> None:
         super().__init__()
         if len(weights) != 3 or min(weights) < 0:
-            raise ValueError(f"weights must be three non-negative numbers (det, box, landmark), got {weights}")
+            raise ValueError(
+                f"weights must be three non-negative numbers (det, box, landmark), got {weights}"
+            )
         if not 0.0 < keep_ratio <= 1.0:
             raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
         self.weights = tuple(float(w) for w in weights)

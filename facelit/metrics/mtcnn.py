@@ -46,8 +46,10 @@ def evaluate_cascade(
         boxes = sample["boxes"].float().reshape(-1, 4)
         valid = ~sample["ignore"].bool() if "ignore" in sample else torch.ones(len(boxes), dtype=torch.bool)
         difficulty = sample.get("difficulty", torch.ones(len(boxes), 3, dtype=torch.bool))
-        metric.update([torch.cat([final[0]["boxes"], final[0]["scores"][:, None]], 1)],
-                      [{"boxes": boxes[valid], "difficulty": difficulty[valid].bool()}])
+        metric.update(
+            [torch.cat([final[0]["boxes"], final[0]["scores"][:, None]], 1)],
+            [{"boxes": boxes[valid], "difficulty": difficulty[valid].bool()}],
+        )
         faces += int(valid.sum())
         images += 1
         for name, per_image in stages.items():

@@ -120,7 +120,7 @@ class PNet(nn.Module):
         out = F.linear(feats.permute(0, 2, 3, 1), weight, bias).permute(0, 3, 1, 2)
         parts = out.split([c.out_channels for c in convs], dim=1)
         names = ("logits", "boxes", "landmarks")
-        return dict(zip(names, parts))
+        return dict(zip(names, parts, strict=False))
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """(B, 3, H, W) in [0, 1], H, W >= 12 -> maps ``logits`` (B, 2, h, w), ``boxes`` (B, 4, h, w)."""
@@ -218,7 +218,9 @@ def _weights_path(weights_dir: str | Path | None, stage: str) -> Path:
     folder = PACKAGE_WEIGHTS_DIR if weights_dir is None else Path(weights_dir)
     path = folder / f"{stage}.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"MTCNN weights file not found: {path}. " + _WEIGHTS_HELP.format(pkg=PACKAGE_WEIGHTS_DIR))
+        raise FileNotFoundError(
+            f"MTCNN weights file not found: {path}. " + _WEIGHTS_HELP.format(pkg=PACKAGE_WEIGHTS_DIR)
+        )
     return path
 
 
@@ -248,7 +250,8 @@ def load_pretrained(net: nn.Module, stage: str, weights_dir: str | Path | None =
     missing = [k for k in result.missing_keys if not k.startswith(("conv4_3.", "dense5_3."))]
     if missing or result.unexpected_keys:
         raise ValueError(
-            f"{path} does not fit {type(net).__name__}: missing {missing}, unexpected {result.unexpected_keys}"
+            f"{path} does not fit {type(net).__name__}: missing {missing}, "
+            f"unexpected {result.unexpected_keys}"
         )
     return net
 
@@ -256,7 +259,7 @@ def load_pretrained(net: nn.Module, stage: str, weights_dir: str | Path | None =
 def pretrained_cascade_nets(weights_dir: str | Path | None = None) -> tuple[PNet, RNet, ONet]:
     """P-, R- and O-Net with the released weights, in eval mode."""
     nets = (PNet(), RNet(), ONet())
-    for stage, net in zip(STAGE_SIZES, nets):
+    for stage, net in zip(STAGE_SIZES, nets, strict=False):
         load_pretrained(net, stage, weights_dir).eval()
     return nets  # type: ignore[return-value]
 
@@ -288,7 +291,7 @@ def load_stage(source: str | Path, stage: str, weights_dir: str | Path | None = 
     if hparams.get("stage", stage) != stage:
         raise ValueError(f"{path} holds an MTCNN {hparams['stage']} net, not the {stage} asked for")
     if any(k.startswith("net.") for k in state):
-        state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+        state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
     landmarks = stage == "onet" or any(k.startswith(("conv4_3.", "dense5_3.")) for k in state)
     net = build_stage_net(stage, landmarks)
     try:

@@ -41,6 +41,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
+from facelit.nets.mtcnn_ops import area_crops, calibrate, integral_image, min_overlap_nms, square_boxes
+
 __all__ = [
     "CascadeSettings",
     "PRESETS",
@@ -128,93 +130,6 @@ def pyramid_scales(height: int, width: int, min_face: float, factor: float) -> l
     return scales
 
 
-# ---- resampling ------------------------------------------------------------------------------------
-def integral_image(images: Tensor) -> Tensor:
-    """(B, C, H, W) -> (B, H + 1, W + 1, C) float64 summed-area table with a zero first row/column."""
-    b, c, h, w = images.shape
-    table = images.new_zeros(b, h + 1, w + 1, c, dtype=torch.float64)
-    inner = table[:, 1:, 1:]
-    torch.cumsum(images.permute(0, 2, 3, 1).double(), dim=1, out=inner)
-    inner.cumsum_(dim=2)
-    return table
-
-
-def _bin_edges(start: Tensor, length: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """Adaptive-pool bins of ``size`` cells over [start, start + length): (K, size) first/last+1."""
-    i = torch.arange(size, device=start.device)
-    lo = (i[None] * length[:, None]).div(size, rounding_mode="floor")
-    hi = ((i[None] + 1) * length[:, None] + size - 1).div(size, rounding_mode="floor")
-    return start[:, None] + lo, start[:, None] + hi
-
-
-def area_crops(table: Tensor, image_index: Tensor, x0: Tensor, y0: Tensor, x1: Tensor, y1: Tensor, size: int) -> Tensor:
-    """Area-resample integer crops [y0, y1) x [x0, x1) to (K, C, size, size) (adaptive average pool).
-
-    Args:
-        table: (B, H + 1, W + 1, C) summed-area table (:func:`integral_image`).
-        image_index, x0, y0, x1, y1: (K,) int64; crops must be non-empty and inside their image.
-        size: output side.
-
-    Returns:
-        (K, C, size, size) float32 crop means, equal to ``F.interpolate(crop, size, mode="area")``,
-        in channels_last memory (the conv/pool kernels of R/O-Net run 2-3x faster on CPU in it).
-    """
-    r0, r1 = _bin_edges(y0, y1 - y0, size)
-    c0, c1 = _bin_edges(x0, x1 - x0, size)
-    b = image_index[:, None, None]
-    r0, r1, c0, c1 = r0[:, :, None], r1[:, :, None], c0[:, None, :], c1[:, None, :]
-    total = table[b, r1, c1] - table[b, r0, c1] - table[b, r1, c0] + table[b, r0, c0]
-    count = ((r1 - r0) * (c1 - c0)).unsqueeze(-1)
-    return (total / count).float().permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-
-
-# ---- box helpers ---------------------------------------------------------------------------------
-def square_boxes(boxes: Tensor) -> Tensor:
-    """(K, 4) xyxy -> the square of side max(w, h) on the same centre (the release's ``rerec``)."""
-    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    side = torch.maximum(w, h)
-    x1 = boxes[:, 0] + w * 0.5 - side * 0.5
-    y1 = boxes[:, 1] + h * 0.5 - side * 0.5
-    return torch.stack([x1, y1, x1 + side, y1 + side], dim=1)
-
-
-def _calibrate(boxes: Tensor, offsets: Tensor, plus_one: bool) -> Tensor:
-    """Shift box corners by ``offsets`` (K, 4) times the side (side + 1 for R/O-Net, as released)."""
-    extra = 1.0 if plus_one else 0.0
-    w = boxes[:, 2] - boxes[:, 0] + extra
-    h = boxes[:, 3] - boxes[:, 1] + extra
-    return boxes + offsets * torch.stack([w, h, w, h], dim=1)
-
-
-def min_overlap_nms(boxes: Tensor, scores: Tensor, groups: Tensor, threshold: float) -> Tensor:
-    """Greedy NMS on the "Min" overlap (intersection / smaller area, +1 pixel areas), per group.
-
-    Vectorised as Cluster-NMS (Zheng et al. 2020): iterating "suppressed by a kept, higher-scoring
-    box" from all-kept reaches exactly the greedy result, each iteration one (K, K) product.
-
-    Args:
-        boxes: (K, 4) xyxy; scores: (K,); groups: (K,) int (boxes of different groups never suppress).
-
-    Returns:
-        indices of the kept boxes, by descending score.
-    """
-    order = scores.argsort(descending=True)
-    b, g = boxes[order], groups[order]
-    area = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-    wh = (torch.minimum(b[:, None, 2:], b[None, :, 2:]) - torch.maximum(b[:, None, :2], b[None, :, :2]) + 1).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    overlap = inter / torch.minimum(area[:, None], area[None, :])
-    suppress = (overlap > threshold) & (g[:, None] == g[None, :])
-    suppress = torch.triu(suppress, diagonal=1)  # row i (higher score) suppresses column j
-    keep = torch.ones(len(b), dtype=torch.bool, device=b.device)
-    for _ in range(len(b)):
-        new_keep = ~(suppress & keep[:, None]).any(0)
-        if torch.equal(new_keep, keep):
-            break
-        keep = new_keep
-    return order[keep]
-
-
 # ---- P-Net on a mosaic -------------------------------------------------------------------------------
 @dataclass
 class _Level:
@@ -264,8 +179,9 @@ def _pnet_out_size(n: int) -> int:
     return math.ceil((n - 2) / 2) - 4
 
 
-def _windows(levels: list[_Level], probs: Tensor, offsets: Tensor, cell_level: Tensor, origin: Tensor,
-             threshold: float) -> tuple[Tensor, Tensor, Tensor]:
+def _windows(
+    levels: list[_Level], probs: Tensor, offsets: Tensor, cell_level: Tensor, origin: Tensor, threshold: float
+) -> tuple[Tensor, Tensor, Tensor]:
     """Windows with face probability >= ``threshold`` from P-Net maps.
 
     Args:
@@ -285,8 +201,10 @@ def _windows(levels: list[_Level], probs: Tensor, offsets: Tensor, cell_level: T
     cell = local.float()
     top_left = ((PNET_STRIDE * cell + 1) / scale[:, None]).floor()
     bottom_right = ((PNET_STRIDE * cell + PNET_CELL) / scale[:, None]).floor()
-    rows = torch.cat([top_left, bottom_right, probs[page, row, col][:, None],
-                      offsets.permute(0, 2, 3, 1)[page, row, col]], dim=1)
+    rows = torch.cat(
+        [top_left, bottom_right, probs[page, row, col][:, None], offsets.permute(0, 2, 3, 1)[page, row, col]],
+        dim=1,
+    )
     return rows, image, level_index
 
 
@@ -299,11 +217,20 @@ def _run_packed(pnet: nn.Module, images: list[Tensor], levels: list[_Level], set
     """One P-Net call over a mosaic of every level (see the module docstring)."""
     device = images[0].device
     mosaic = _pack(levels, settings.page_pixels)
-    canvas = images[0].new_zeros(mosaic.pages, 3, mosaic.height, mosaic.width).contiguous(
-        memory_format=torch.channels_last)
-    stem_valid = torch.zeros(mosaic.pages, 1, mosaic.height - 2, mosaic.width - 2, dtype=torch.bool, device=device)
-    cell_level = torch.full((mosaic.pages, _pnet_out_size(mosaic.height), _pnet_out_size(mosaic.width)), -1,
-                            dtype=torch.long, device=device)
+    canvas = (
+        images[0]
+        .new_zeros(mosaic.pages, 3, mosaic.height, mosaic.width)
+        .contiguous(memory_format=torch.channels_last)
+    )
+    stem_valid = torch.zeros(
+        mosaic.pages, 1, mosaic.height - 2, mosaic.width - 2, dtype=torch.bool, device=device
+    )
+    cell_level = torch.full(
+        (mosaic.pages, _pnet_out_size(mosaic.height), _pnet_out_size(mosaic.width)),
+        -1,
+        dtype=torch.long,
+        device=device,
+    )
     for k, lv in enumerate(levels):  # one resample per pyramid level (not per box)
         level = F.interpolate(images[lv.image][None], size=(lv.height, lv.width), mode="area")[0]
         canvas[lv.page, :, lv.y : lv.y + lv.height, lv.x : lv.x + lv.width] = level
@@ -331,10 +258,12 @@ def _run_grouped(pnet: nn.Module, images: list[Tensor], levels: list[_Level], se
         cell_level = torch.tensor(ks, device=x.device)[:, None, None].expand_as(probs)
         origin = torch.zeros(len(levels), 2, dtype=torch.long, device=x.device)
         parts.append(_windows(levels, probs, offsets, cell_level, origin, settings.thresholds[0]))
-    return tuple(torch.cat(t) for t in zip(*parts))
+    return tuple(torch.cat(t) for t in zip(*parts, strict=True))
 
 
-def run_pnet(pnet: nn.Module, images: Sequence[Tensor], settings: CascadeSettings) -> tuple[Tensor, Tensor, Tensor]:
+def run_pnet(
+    pnet: nn.Module, images: Sequence[Tensor], settings: CascadeSettings
+) -> tuple[Tensor, Tensor, Tensor]:
     """P-Net over the pyramids of all images (packed into one call when ``settings.pack_levels``).
 
     Args:
@@ -359,7 +288,9 @@ def run_pnet(pnet: nn.Module, images: Sequence[Tensor], settings: CascadeSetting
 
 
 # ---- the cascade --------------------------------------------------------------------------------
-def crop_windows(boxes: Tensor, image_index: Tensor, sizes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def crop_windows(
+    boxes: Tensor, image_index: Tensor, sizes: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Integer crop windows of the release (truncate, clip to the image): x0, y0, x1, y1, non-empty."""
     t = boxes.trunc().long()
     hw = sizes[image_index]
@@ -370,8 +301,9 @@ def crop_windows(boxes: Tensor, image_index: Tensor, sizes: Tensor) -> tuple[Ten
     return x0, y0, x1, y1, (x1 > x0) & (y1 > y0)
 
 
-def _run_stage(net: nn.Module, table: Tensor, boxes: Tensor, image_index: Tensor, sizes: Tensor, size: int,
-               chunk: int) -> tuple[dict[str, Tensor], Tensor]:
+def _run_stage(
+    net: nn.Module, table: Tensor, boxes: Tensor, image_index: Tensor, sizes: Tensor, size: int, chunk: int
+) -> tuple[dict[str, Tensor], Tensor]:
     """Crop, resample and run ``net`` in chunks: its outputs (probability in ``scores``), valid mask."""
     x0, y0, x1, y1, ok = crop_windows(boxes, image_index, sizes)
     safe = [torch.where(ok, v, torch.ones_like(v) * d) for v, d in ((x0, 0), (y0, 0), (x1, 1), (y1, 1))]
@@ -450,16 +382,20 @@ def detect_faces(
     rows, image_index = rows[keep], image_index[keep]
     keep = batched_nms(rows[:, :4], rows[:, 4], image_index, t_image)
     rows, image_index = rows[keep], image_index[keep]
-    boxes, scores = square_boxes(_calibrate(rows[:, :4], rows[:, 5:9], plus_one=False)), rows[:, 4]
+    boxes, scores = square_boxes(calibrate(rows[:, :4], rows[:, 5:9], plus_one=False)), rows[:, 4]
     landmarks = None
     if return_stages:
         stages["pnet"] = _split(n, image_index, boxes=boxes, scores=scores)
     if rnet is not None and len(boxes):
         sizes = torch.tensor([img.shape[-2:] for img in imgs], dtype=torch.long, device=device)
         max_h, max_w = int(sizes[:, 0].max()), int(sizes[:, 1].max())
-        table = integral_image(torch.stack([F.pad(img, (0, max_w - img.shape[-1], 0, max_h - img.shape[-2])) for img in imgs]))
-        for name, net, size, threshold in (("rnet", rnet, RNET_SIZE, settings.thresholds[1]),
-                                           ("onet", onet, ONET_SIZE, settings.thresholds[2])):
+        table = integral_image(
+            torch.stack([F.pad(img, (0, max_w - img.shape[-1], 0, max_h - img.shape[-2])) for img in imgs])
+        )
+        for name, net, size, threshold in (
+            ("rnet", rnet, RNET_SIZE, settings.thresholds[1]),
+            ("onet", onet, ONET_SIZE, settings.thresholds[2]),
+        ):
             if net is None or not len(boxes):
                 break
             out, ok = _run_stage(net, table, boxes, image_index, sizes, size, settings.chunk)
@@ -469,14 +405,19 @@ def detect_faces(
             if name == "rnet":
                 keep = batched_nms(boxes, scores, image_index, t_rnet)
                 boxes, scores, image_index = boxes[keep], scores[keep], image_index[keep]
-                boxes = square_boxes(_calibrate(boxes, offsets[keep], plus_one=True))
+                boxes = square_boxes(calibrate(boxes, offsets[keep], plus_one=True))
             else:
                 side = (boxes[:, 2:] - boxes[:, :2] + 1)[:, None, :]  # (K, 1, 2) w, h (+1, as released)
                 rel = out["landmarks"][passed].view(-1, 2, NUM_POINTS).transpose(1, 2)  # x1..x5, y1..y5
                 landmarks = side * rel + boxes[:, None, :2] - 1
-                boxes = _calibrate(boxes, offsets, plus_one=True)
+                boxes = calibrate(boxes, offsets, plus_one=True)
                 keep = min_overlap_nms(boxes, scores, image_index, t_onet)
-                boxes, scores, image_index, landmarks = boxes[keep], scores[keep], image_index[keep], landmarks[keep]
+                boxes, scores, image_index, landmarks = (
+                    boxes[keep],
+                    scores[keep],
+                    image_index[keep],
+                    landmarks[keep],
+                )
             if return_stages:
                 stages[name] = _split(n, image_index, boxes=boxes, scores=scores)
     if return_stages:  # stages never reached (no candidate left) kept nothing

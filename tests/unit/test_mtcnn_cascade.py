@@ -71,7 +71,9 @@ def test_shipped_weights_equal_the_shared_copy():
     if not (SHARED / "mtcnn").is_dir():
         pytest.skip("../shared/data/mtcnn not present")
     for stage in ("pnet", "rnet", "onet"):
-        assert (PACKAGE_WEIGHTS_DIR / f"{stage}.pt").read_bytes() == (SHARED / "mtcnn" / f"{stage}.pt").read_bytes()
+        assert (PACKAGE_WEIGHTS_DIR / f"{stage}.pt").read_bytes() == (
+            SHARED / "mtcnn" / f"{stage}.pt"
+        ).read_bytes()
 
 
 def test_missing_weights_name_the_path_and_the_source(tmp_path):
@@ -96,8 +98,13 @@ def test_optional_landmark_heads_and_output_shapes():
 
 def test_load_stage_refuses_a_checkpoint_of_another_stage(tmp_path):
     path = tmp_path / "x.ckpt"
-    torch.save({"state_dict": {f"net.{k}": v for k, v in PNet().state_dict().items()},
-                "hyper_parameters": {"stage": "pnet"}}, path)
+    torch.save(
+        {
+            "state_dict": {f"net.{k}": v for k, v in PNet().state_dict().items()},
+            "hyper_parameters": {"stage": "pnet"},
+        },
+        path,
+    )
     assert isinstance(load_stage(path, "pnet"), PNet)
     with pytest.raises(ValueError, match="holds an MTCNN pnet net"):
         load_stage(path, "rnet")
@@ -118,7 +125,7 @@ def test_area_crops_equal_interpolate_area():
     images = torch.rand(2, 3, 40, 50, generator=g)
     table = integral_image(images)
     boxes = [(0, 3, 5, 30, 31), (1, 0, 0, 50, 40), (1, 17, 9, 20, 12), (0, 1, 2, 48, 7)]
-    idx, x0, y0, x1, y1 = (torch.tensor(c) for c in zip(*boxes))
+    idx, x0, y0, x1, y1 = (torch.tensor(c) for c in zip(*boxes, strict=False))
     crops = area_crops(table, idx, x0, y0, x1, y1, 24)
     for k, (b, a0, b0, a1, b1) in enumerate(boxes):
         expected = F.interpolate(images[b : b + 1, :, b0:b1, a0:a1], size=(24, 24), mode="area")[0]
@@ -152,7 +159,9 @@ def test_min_overlap_nms_equals_the_greedy_loop():
     keep = min_overlap_nms(boxes, scores, groups, 0.7).tolist()
     assert keep == _greedy_min_nms(boxes, scores, 0.7)
     # two groups never suppress each other
-    both = min_overlap_nms(torch.cat([boxes, boxes]), torch.cat([scores, scores]), torch.cat([groups, groups + 1]), 0.7)
+    both = min_overlap_nms(
+        torch.cat([boxes, boxes]), torch.cat([scores, scores]), torch.cat([groups, groups + 1]), 0.7
+    )
     assert len(both) == 2 * len(keep)
 
 
@@ -160,9 +169,11 @@ def test_packed_pnet_equals_one_call_per_level(nets):
     images = [torch.rand(3, 61, 83), torch.rand(3, 40, 40), torch.rand(3, 97, 52)]
     base = CascadeSettings(min_face=12, thresholds=(0.3, 0.7, 0.7))
     rows_a, img_a, _ = run_pnet(nets[0], images, base)
-    rows_b, img_b, _ = run_pnet(nets[0], images, dataclasses.replace(base, pack_levels=True, page_pixels=3000))
+    rows_b, img_b, _ = run_pnet(
+        nets[0], images, dataclasses.replace(base, pack_levels=True, page_pixels=3000)
+    )
     assert len(rows_a) == len(rows_b) > 10
-    key = lambda r, i: (i.double() * 1e6 + r[:, 0].double() * 1e3 + r[:, 1].double() + r[:, 2].double() * 1e-3)
+    key = lambda r, i: i.double() * 1e6 + r[:, 0].double() * 1e3 + r[:, 1].double() + r[:, 2].double() * 1e-3
     oa, ob = key(rows_a, img_a).argsort(), key(rows_b, img_b).argsort()
     assert torch.equal(img_a[oa], img_b[ob])
     assert torch.allclose(rows_a[oa], rows_b[ob], atol=1e-4)
@@ -195,7 +206,7 @@ def test_batch_of_different_sizes_equals_one_by_one(nets):
     scene = _image("scene")
     images = [scene, _image("astronaut"), scene[:, :100, :150], torch.rand(3, 11, 300)]
     batched = detect_faces(images, *nets)
-    for img, det in zip(images, batched):
+    for img, det in zip(images, batched, strict=False):
         alone = detect_faces(img[None], *nets)[0]
         assert torch.allclose(det["boxes"], alone["boxes"], atol=1e-3)
         assert torch.allclose(det["landmarks"], alone["landmarks"], atol=1e-3)

@@ -32,12 +32,14 @@ ASTRONAUT = REPO.parent / "shared" / "data" / "images" / "astronaut.png"
 
 def test_window_labels_follow_the_paper_thresholds():
     face = torch.tensor([[10.0, 10.0, 30.0, 30.0]])
-    windows = torch.tensor([
-        [10.0, 10.0, 30.0, 30.0],  # IoU 1 -> positive
-        [10.0, 10.0, 30.0, 20.0],  # IoU 0.5 -> part
-        [100.0, 100.0, 120.0, 120.0],  # IoU 0 -> negative
-        [10.0, 10.0, 30.0, 17.0],  # IoU 0.35 -> not used
-    ])
+    windows = torch.tensor(
+        [
+            [10.0, 10.0, 30.0, 30.0],  # IoU 1 -> positive
+            [10.0, 10.0, 30.0, 20.0],  # IoU 0.5 -> part
+            [100.0, 100.0, 120.0, 120.0],  # IoU 0 -> negative
+            [10.0, 10.0, 30.0, 17.0],  # IoU 0.35 -> not used
+        ]
+    )
     kind, index = label_windows(windows, face, MiningConfig())
     assert kind.tolist() == [POSITIVE, PART, NEGATIVE, -1] and index.tolist() == [0, 0, 0, 0]
     kind, _ = label_windows(windows, torch.zeros(0, 4), MiningConfig())
@@ -47,8 +49,9 @@ def test_window_labels_follow_the_paper_thresholds():
 def _scene():
     image = torch.rand(3, 120, 160, generator=torch.Generator().manual_seed(0))
     faces = torch.tensor([[20.0, 30.0, 60.0, 70.0], [100.0, 20.0, 130.0, 52.0]])
-    landmarks = (faces[:, None, :2] + torch.tensor([[0.3, 0.3], [0.7, 0.3], [0.5, 0.5], [0.35, 0.75], [0.65, 0.75]])
-                 * (faces[:, None, 2:] - faces[:, None, :2]))
+    landmarks = faces[:, None, :2] + torch.tensor(
+        [[0.3, 0.3], [0.7, 0.3], [0.5, 0.5], [0.35, 0.75], [0.65, 0.75]]
+    ) * (faces[:, None, 2:] - faces[:, None, :2])
     return image, faces, landmarks, torch.tensor([True, False])
 
 
@@ -57,7 +60,12 @@ def test_mined_samples_respect_quotas_and_map_back_to_the_faces():
     cfg = MiningConfig(size=24, samples_per_image=35)  # 3:1:1:2 -> 15, 5, 5, 10
     s = mine_image(image, faces, cfg, torch.Generator().manual_seed(1), landmarks, lm_valid)
     counts = torch.bincount(s["kind"], minlength=4).tolist()
-    assert counts[NEGATIVE] == 15 and 0 < counts[POSITIVE] <= 5 and 0 < counts[PART] <= 5 and 0 < counts[LANDMARK] <= 10
+    assert (
+        counts[NEGATIVE] == 15
+        and 0 < counts[POSITIVE] <= 5
+        and 0 < counts[PART] <= 5
+        and 0 < counts[LANDMARK] <= 10
+    )
     assert s["image"].dtype == torch.uint8 and s["image"].shape[1:] == (3, 24, 24)
     assert torch.equal(s["landmarks_valid"], s["kind"] == LANDMARK)
     # A positive's box target is its face in crop pixels: IoU with the full crop > 0.65.
@@ -68,7 +76,9 @@ def test_mined_samples_respect_quotas_and_map_back_to_the_faces():
     # Landmark faces come only from the face with landmarks; their points keep the face's layout.
     pts = s["landmarks"][s["kind"] == LANDMARK]
     assert (pts[:, 0, 0] < pts[:, 1, 0]).all() and (pts[:, 0, 1] < pts[:, 3, 1]).all()
-    assert (s["landmarks"][s["kind"] != LANDMARK] == 0).all() and (s["boxes"][s["kind"] == NEGATIVE] == 0).all()
+    assert (s["landmarks"][s["kind"] != LANDMARK] == 0).all() and (
+        s["boxes"][s["kind"] == NEGATIVE] == 0
+    ).all()
 
 
 def test_proposals_are_used_before_random_windows():
@@ -95,9 +105,13 @@ def test_ohem_keeps_the_hardest_fraction():
 
 def test_loss_uses_each_kind_for_its_task_only():
     size = 12
-    batch = {"image": torch.zeros(4, 3, size, size), "kind": torch.tensor([NEGATIVE, POSITIVE, PART, LANDMARK]),
-             "boxes": torch.tensor([[0.0, 0, 0, 0], [0, 0, 12, 12], [3, 0, 15, 12], [0, 0, 12, 12]]),
-             "landmarks": torch.zeros(4, 5, 2), "landmarks_valid": torch.tensor([False, False, False, True])}
+    batch = {
+        "image": torch.zeros(4, 3, size, size),
+        "kind": torch.tensor([NEGATIVE, POSITIVE, PART, LANDMARK]),
+        "boxes": torch.tensor([[0.0, 0, 0, 0], [0, 0, 12, 12], [3, 0, 15, 12], [0, 0, 12, 12]]),
+        "landmarks": torch.zeros(4, 5, 2),
+        "landmarks_valid": torch.tensor([False, False, False, True]),
+    }
     batch["landmarks"][3] = torch.full((5, 2), 6.0)
     outputs = {"logits": torch.zeros(4, 2), "boxes": torch.zeros(4, 4), "landmarks": torch.zeros(4, 10)}
     parts = MTCNNLoss((1.0, 0.5, 1.0), keep_ratio=1.0)(outputs, batch)
@@ -108,10 +122,13 @@ def test_loss_uses_each_kind_for_its_task_only():
 
 
 def test_crop_flip_mirrors_boxes_and_swaps_landmarks():
-    samples = {"image": torch.arange(3 * 12 * 12, dtype=torch.uint8).view(1, 3, 12, 12) % 255,
-               "kind": torch.tensor([LANDMARK]), "boxes": torch.tensor([[1.0, 2.0, 9.0, 11.0]]),
-               "landmarks": torch.tensor([[[3.0, 4.0], [8.0, 4.0], [6.0, 6.0], [4.0, 9.0], [7.5, 9.0]]]),
-               "landmarks_valid": torch.tensor([True])}
+    samples = {
+        "image": torch.arange(3 * 12 * 12, dtype=torch.uint8).view(1, 3, 12, 12) % 255,
+        "kind": torch.tensor([LANDMARK]),
+        "boxes": torch.tensor([[1.0, 2.0, 9.0, 11.0]]),
+        "landmarks": torch.tensor([[[3.0, 4.0], [8.0, 4.0], [6.0, 6.0], [4.0, 9.0], [7.5, 9.0]]]),
+        "landmarks_valid": torch.tensor([True]),
+    }
     torch.manual_seed(0)
     items = [CropSamples(samples, flip=True)[0] for _ in range(8)]
     flipped = [it for it in items if not torch.equal(it["boxes"], samples["boxes"][0])]
@@ -124,9 +141,19 @@ def test_crop_flip_mirrors_boxes_and_swaps_landmarks():
 
 def test_mining_is_cached_in_shards_and_resumes(tmp_path, monkeypatch):
     def module():
-        return MTCNNDataModule(stage="pnet", samples_per_image=8, image_size=64, synth_render_size=64,
-                               synth_train_size=5, synth_val_size=2, synth_max_faces=3, cache_dir=str(tmp_path),
-                               shard_images=2, num_workers=0)
+        return MTCNNDataModule(
+            stage="pnet",
+            samples_per_image=8,
+            image_size=64,
+            synth_render_size=64,
+            synth_train_size=5,
+            synth_val_size=2,
+            synth_max_faces=3,
+            cache_dir=str(tmp_path),
+            shard_images=2,
+            num_workers=0,
+        )
+
     first = module()
     first.setup("fit")
     folder = next(p for p in tmp_path.iterdir() if p.name.startswith("pnet_train"))
@@ -155,10 +182,15 @@ def _celeba(root: Path, bad_line: str | None = None) -> Path:
     for name in ("000001.jpg", "000002.jpg"):
         Image.fromarray(np.zeros((40, 30, 3), dtype=np.uint8)).save(root / "Img" / "img_celeba" / name)
     (root / "Anno" / "list_bbox_celeba.txt").write_text(
-        "2\nimage_id x_1 y_1 width height\n000001.jpg 2 3 20 30\n" + (bad_line or "000002.jpg 1 1 10 10") + "\n")
+        "2\nimage_id x_1 y_1 width height\n000001.jpg 2 3 20 30\n"
+        + (bad_line or "000002.jpg 1 1 10 10")
+        + "\n"
+    )
     (root / "Anno" / "list_landmarks_celeba.txt").write_text(
-        "2\nlefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y\n"
-        "000001.jpg 8 10 16 10 12 15 9 22 15 22\n000002.jpg 1 2 3 4 5 6 7 8 9 10\n")
+        "2\nlefteye_x lefteye_y righteye_x righteye_y nose_x nose_y "
+        "leftmouth_x leftmouth_y rightmouth_x rightmouth_y\n"
+        "000001.jpg 8 10 16 10 12 15 9 22 15 22\n000002.jpg 1 2 3 4 5 6 7 8 9 10\n"
+    )
     (root / "Eval" / "list_eval_partition.txt").write_text("000001.jpg 0\n000002.jpg 2\n")
     return root
 
@@ -182,7 +214,11 @@ def test_pretrained_module_starts_from_the_released_weights():
     module = MTCNNModule(stage="rnet", pretrained=True)
     released = torch.load(PACKAGE_WEIGHTS_DIR / "rnet.pt", weights_only=True)
     assert all(torch.equal(module.net.state_dict()[k], v) for k, v in released.items())
-    assert module.criterion.weights == (1.0, 0.5, 0.5) and MTCNNModule(stage="onet").criterion.weights == (1.0, 0.5, 1.0)
+    assert module.criterion.weights == (1.0, 0.5, 0.5) and MTCNNModule(stage="onet").criterion.weights == (
+        1.0,
+        0.5,
+        1.0,
+    )
 
 
 @pytest.mark.slow
@@ -197,14 +233,23 @@ def test_pretrained_cascade_predicts_through_the_cli(tmp_path):
     Image.open(ASTRONAUT).convert("LA").save(images / "grey_alpha.png")  # grey + alpha: converted to RGB
     Image.fromarray(np.zeros((8, 9, 3), dtype=np.uint8)).save(images / "tiny.png")  # < 12 px: no face
     out = tmp_path / "pred"
-    main(["predict", "--config", str(REPO / "configs" / "mtcnn_pretrained.yaml"), "--trainer.accelerator=cpu",
-          "--trainer.logger=false", f"--data.init_args.predict_images={images}", "--data.init_args.num_workers=0",
-          f"--model.init_args.predict_dir={out}"])
+    main(
+        [
+            "predict",
+            "--config",
+            str(REPO / "configs" / "mtcnn_pretrained.yaml"),
+            "--trainer.accelerator=cpu",
+            "--trainer.logger=false",
+            f"--data.init_args.predict_images={images}",
+            "--data.init_args.num_workers=0",
+            f"--model.init_args.predict_dir={out}",
+        ]
+    )
     lines = [json.loads(line) for line in (out / "predictions.rank0.jsonl").read_text().splitlines()]
     by_file = {r["file"]: r for r in lines}
     assert set(by_file) == {"astronaut", "grey_alpha", "tiny"} and by_file["tiny"]["boxes"] == []
     for name in ("astronaut", "grey_alpha"):
-        (x1, y1, x2, y2), = by_file[name]["boxes"]
+        ((x1, y1, x2, y2),) = by_file[name]["boxes"]
         assert 170 < x1 < 195 and 50 < y1 < 75 and 255 < x2 < 280 and 160 < y2 < 185, by_file[name]["boxes"]
         eyes = np.asarray(by_file[name]["landmarks"][0][:2])
         assert (abs(eyes[:, 1] - 103) < 8).all() and abs(eyes[0, 0] - 205) < 8 and abs(eyes[1, 0] - 247) < 8
