@@ -55,19 +55,31 @@ def main() -> None:
     tree_wall = statistics.median(r[0] for r in runs)
     tree_cpu = statistics.median(r[1] for r in runs)
     sub = target[: args.brute_target]
-    brute_wall, brute_cpu, brute = _timed(lambda: label_space_weights_bruteforce(source, sub, args.neighbours))
+    brute_wall, brute_cpu, brute = _timed(
+        lambda: label_space_weights_bruteforce(source, sub, args.neighbours)
+    )
     tree_sub = label_space_weights(source, sub, args.neighbours)
     scale = args.target / len(sub)
-    print(json.dumps({
-        "source": args.source, "target": args.target, "neighbours": args.neighbours,
-        "kdtree_wall_s_median": round(tree_wall, 4), "kdtree_cpu_s_median": round(tree_cpu, 4),
-        "bruteforce_wall_s_scaled": round(brute_wall * scale, 3), "bruteforce_cpu_s_scaled": round(brute_cpu * scale, 3),
-        "speedup_cpu": round(brute_cpu * scale / max(tree_cpu, 1e-9), 1),
-        "equal_on_subset": bool(torch.equal(tree_sub, brute)),
-        "under_target": tree_cpu < TARGET_SECONDS, "target_s": TARGET_SECONDS,
-        "nonzero_fraction": round(float((runs[-1][2] > 0).float().mean()), 4),
-        "python": platform.python_version(), "torch": torch.__version__,
-    }))
+    print(
+        json.dumps(
+            {
+                "source": args.source,
+                "target": args.target,
+                "neighbours": args.neighbours,
+                "kdtree_wall_s_median": round(tree_wall, 4),
+                "kdtree_cpu_s_median": round(tree_cpu, 4),
+                "bruteforce_wall_s_scaled": round(brute_wall * scale, 3),
+                "bruteforce_cpu_s_scaled": round(brute_cpu * scale, 3),
+                "speedup_cpu": round(brute_cpu * scale / max(tree_cpu, 1e-9), 1),
+                "equal_on_subset": bool(torch.equal(tree_sub, brute)),
+                "under_target": tree_cpu < TARGET_SECONDS,
+                "target_s": TARGET_SECONDS,
+                "nonzero_fraction": round(float((runs[-1][2] > 0).float().mean()), 4),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

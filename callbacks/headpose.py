@@ -14,7 +14,9 @@ __all__ = ["HeadPosePlots", "error_by_yaw", "plot_error_by_yaw", "plot_weight_hi
 YAW_BIN_WIDTH = 10.0
 
 
-def error_by_yaw(pred: torch.Tensor, target: torch.Tensor, width: float = YAW_BIN_WIDTH) -> tuple[np.ndarray, np.ndarray]:
+def error_by_yaw(
+    pred: torch.Tensor, target: torch.Tensor, width: float = YAW_BIN_WIDTH
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean absolute error (mean of the three angles) per ground-truth yaw bin.
 
     Args:

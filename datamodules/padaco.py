@@ -140,8 +140,12 @@ class PadacoDataModule(FaceDataModule):
         self.flip = PoseFlip(flip_p if self.augment != "none" else 0.0)
         self.source_csv, self.source_val_fraction = source_csv, source_val_fraction
         self.target_root, self.target_labels = target_root, target_labels
-        self.synth_sizes = {"source": synth_source_size, "target": synth_target_size,
-                            "val": synth_val_size, "test": synth_test_size}
+        self.synth_sizes = {
+            "source": synth_source_size,
+            "target": synth_target_size,
+            "val": synth_val_size,
+            "test": synth_test_size,
+        }
         self.source_domain, self.target_domain = source_domain, target_domain
         self.num_identities = num_identities
         self.collate_fn = collate_crops
@@ -155,8 +159,13 @@ class PadacoDataModule(FaceDataModule):
     def _synthetic(self, offset: int, size: int, domain: str, desc: str) -> Dataset:
         from facelit.synth import FaceCropDataset
 
-        ds = FaceCropDataset(seed=self.seed + offset, length=size, size=self.image_size, domain=domain,
-                             num_identities=self.num_identities)
+        ds = FaceCropDataset(
+            seed=self.seed + offset,
+            length=size,
+            size=self.image_size,
+            domain=domain,
+            num_identities=self.num_identities,
+        )
         return self.maybe_cache(ds, desc)
 
     def _real(self) -> tuple[Dataset, Dataset, Dataset, Dataset, Dataset]:
@@ -180,14 +189,20 @@ class PadacoDataModule(FaceDataModule):
 
     def build_datasets(self, stage: str) -> None:
         if self.synthetic:
-            self.note_synthetic(f"source domain {self.source_domain!r} -> target domain {self.target_domain!r}")
+            self.note_synthetic(
+                f"source domain {self.source_domain!r} -> target domain {self.target_domain!r}"
+            )
             s = self.synth_sizes
             source_val = self._synthetic(1, s["val"], self.source_domain, "synthetic source val crops")
             target_val = self._synthetic(3, s["val"], self.target_domain, "synthetic target val crops")
             target_test = self._synthetic(4, s["test"], self.target_domain, "synthetic target test crops")
             if stage == "fit":  # training sets only when fitting (rendering them costs most)
-                self.source_train = self._synthetic(0, s["source"], self.source_domain, "synthetic source crops")
-                self.target_train = self._synthetic(2, s["target"], self.target_domain, "synthetic target crops")
+                self.source_train = self._synthetic(
+                    0, s["source"], self.source_domain, "synthetic source crops"
+                )
+                self.target_train = self._synthetic(
+                    2, s["target"], self.target_domain, "synthetic target crops"
+                )
         else:
             self.source_train, source_val, self.target_train, target_val, target_test = self._real()
         self.val_set, self.target_val, self.test_set = source_val, target_val, target_test
@@ -211,10 +226,20 @@ class PadacoDataModule(FaceDataModule):
         trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
-    def _plain(self, dataset: Dataset, batch_size: int, sampler: Any = None, drop_last: bool = False) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
-                          num_workers=self.num_workers, collate_fn=self.collate_fn, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0, drop_last=drop_last)
+    def _plain(
+        self, dataset: Dataset, batch_size: int, sampler: Any = None, drop_last: bool = False
+    ) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            drop_last=drop_last,
+        )
 
     def train_dataloader(self) -> CombinedLoader:
         if self.source_train is None or self.target_train is None:
@@ -223,14 +248,24 @@ class PadacoDataModule(FaceDataModule):
         source = TransformDataset(IndexedDataset(self.source_train), self.flip)
         target = TransformDataset(self.target_train, self.flip)
         self.source_sampler = WeightedDistributedSampler(
-            self._source_weights, num_replicas=world, rank=rank, seed=self.seed, num_items=len(source))
+            self._source_weights, num_replicas=world, rank=rank, seed=self.seed, num_items=len(source)
+        )
         target_sampler = WeightedDistributedSampler(
-            None, num_replicas=world, rank=rank, seed=self.seed + 1, num_items=len(target))
+            None, num_replicas=world, rank=rank, seed=self.seed + 1, num_items=len(target)
+        )
         loaders = {
-            "source": self._plain(source, self.batch_size, self.source_sampler,
-                                  drop_last=self.source_sampler.num_samples >= self.batch_size),
-            "target": self._plain(target, self.target_batch_size, target_sampler,
-                                  drop_last=target_sampler.num_samples >= self.target_batch_size),
+            "source": self._plain(
+                source,
+                self.batch_size,
+                self.source_sampler,
+                drop_last=self.source_sampler.num_samples >= self.batch_size,
+            ),
+            "target": self._plain(
+                target,
+                self.target_batch_size,
+                target_sampler,
+                drop_last=target_sampler.num_samples >= self.target_batch_size,
+            ),
         }
         return CombinedLoader(loaders, mode="max_size_cycle")
 
@@ -243,7 +278,10 @@ class PadacoDataModule(FaceDataModule):
     def val_dataloader(self) -> list[DataLoader]:
         if self.val_set is None or self.target_val is None:
             raise RuntimeError("PadacoDataModule has no validation sets: call setup() first")
-        return [self._plain(self.val_set, self.val_batch_size), self._plain(self.target_val, self.val_batch_size)]
+        return [
+            self._plain(self.val_set, self.val_batch_size),
+            self._plain(self.target_val, self.val_batch_size),
+        ]
 
     def test_dataloader(self) -> DataLoader:
         if self.test_set is None:

@@ -109,7 +109,9 @@ class PadacoModule(FaceModule):
         self.eval()
         preds = [self(batch["image"].to(self.device)).cpu() for batch in dm.target_predict_dataloader()]
         self.train(was_training)
-        weights = label_space_weights(dm.source_poses(), torch.cat(preds), self.num_neighbours, self.weight_floor)
+        weights = label_space_weights(
+            dm.source_poses(), torch.cat(preds), self.num_neighbours, self.weight_floor
+        )
         return weights
 
     def on_train_epoch_start(self) -> None:
@@ -121,13 +123,18 @@ class PadacoModule(FaceModule):
             self.source_weights = self.compute_source_weights()
             w = self.source_weights
             ess = float(w.sum() ** 2 / (w**2).sum()) / len(w)  # effective sample size, as a fraction
-            self.log_dict({"adapt/weights_nonzero": (w > 0).float().mean(), "adapt/weights_ess": ess},
-                          rank_zero_only=True)
+            self.log_dict(
+                {"adapt/weights_nonzero": (w > 0).float().mean(), "adapt/weights_ess": ess},
+                rank_zero_only=True,
+            )
         if self.method == "padaco":
             self.trainer.datamodule.set_source_weights(self.source_weights)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["padaco"] = {"source_weights": self.source_weights, "adapt_start_step": self._adapt_start_step}
+        checkpoint["padaco"] = {
+            "source_weights": self.source_weights,
+            "adapt_start_step": self._adapt_start_step,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("padaco", {})
@@ -137,8 +144,11 @@ class PadacoModule(FaceModule):
     def adversarial_weight(self) -> float:
         """lambda of the current step: the DANN schedule over the adaptation phase."""
         start = self._adapt_start_step if self._adapt_start_step is not None else self.global_step
-        total = int(self.trainer.max_steps) if self.trainer.max_steps and self.trainer.max_steps > 0 \
+        total = (
+            int(self.trainer.max_steps)
+            if self.trainer.max_steps and self.trainer.max_steps > 0
             else int(self.trainer.estimated_stepping_batches)
+        )
         return dann_lambda((self.global_step - start) / max(1, total - start), self.lambda_max)
 
     # ---- steps -----------------------------------------------------------------------------
@@ -166,8 +176,11 @@ class PadacoModule(FaceModule):
         sample_w = None
         if adapting and self.method == "pada" and self.source_weights is not None:
             sample_w = self.source_weights.to(self.device)[source["index"]]
-        reg = (per_sample * sample_w).sum() / sample_w.sum().clamp_min(1e-6) if sample_w is not None \
+        reg = (
+            (per_sample * sample_w).sum() / sample_w.sum().clamp_min(1e-6)
+            if sample_w is not None
             else per_sample.mean()
+        )
         loss, logs = reg, {"train/regression": reg.detach()}
         if adversarial:
             lambd = self.adversarial_weight()
@@ -203,8 +216,11 @@ class PadacoModule(FaceModule):
             if metric.update_count == 0:
                 continue
             values = metric.compute()  # gathered across ranks: no further sync
-            self.log_dict({f"{stage}/{domain}/{k}": v.float() for k, v in values.items()}, sync_dist=False,
-                          add_dataloader_idx=False)
+            self.log_dict(
+                {f"{stage}/{domain}/{k}": v.float() for k, v in values.items()},
+                sync_dist=False,
+                add_dataloader_idx=False,
+            )
             metric.reset()
 
     def on_validation_epoch_end(self) -> None:
@@ -222,7 +238,13 @@ class PadacoModule(FaceModule):
         anchor = torch.full((1, 2), size / 2.0)
         length = torch.tensor(size / 3.0)
         return [
-            {"pose": p.view(1, 3), "anchor": anchor, "axis_length": length, "gt_pose": t.view(1, 3),
-             "gt_anchor": anchor, "gt_axis_length": length}
-            for p, t in zip(pred, batch["pose"])
+            {
+                "pose": p.view(1, 3),
+                "anchor": anchor,
+                "axis_length": length,
+                "gt_pose": t.view(1, 3),
+                "gt_anchor": anchor,
+                "gt_axis_length": length,
+            }
+            for p, t in zip(pred, batch["pose"], strict=True)
         ]

@@ -179,7 +179,9 @@ class BiwiDataset(Dataset):
             self.names, ypr, self.missing = scan_biwi(self.root, tuple(sequences))
             self.poses, self.boxes = ypr.float(), None
         if self.missing:
-            log.warning("BIWI %s: %d labelled frames skipped (image or pose file missing)", self.root, self.missing)
+            log.warning(
+                "BIWI %s: %d labelled frames skipped (image or pose file missing)", self.root, self.missing
+            )
         if not self.names:
             raise ValueError(f"no BIWI frames found under {self.root} for sequences {sorted(keep)}")
 
@@ -195,6 +197,12 @@ class BiwiDataset(Dataset):
             side = min(h, w)
             face = torch.tensor([(w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2])
         return make_crop_sample(
-            image, torch.zeros(0, 2), torch.zeros(0, dtype=torch.bool), square_box(face, self.margin),
-            self.size, pose=self.poses[index], face_box=face, meta={"file": self.names[index]},
+            image,
+            torch.zeros(0, 2),
+            torch.zeros(0, dtype=torch.bool),
+            square_box(face, self.margin),
+            self.size,
+            pose=self.poses[index],
+            face_box=face,
+            meta={"file": self.names[index]},
         )

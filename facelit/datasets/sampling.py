@@ -116,7 +116,9 @@ class WeightedDistributedSampler(DistributedSampler):
         num_items: int | None = None,
     ) -> None:
         if num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(f"need num_replicas >= 1 and 0 <= rank < num_replicas, got {num_replicas}, {rank}")
+            raise ValueError(
+                f"need num_replicas >= 1 and 0 <= rank < num_replicas, got {num_replicas}, {rank}"
+            )
         if weights is None and (num_items is None or num_items < 1):
             raise ValueError("give either weights or num_items >= 1")
         self.num_replicas, self.rank, self.seed, self.epoch = num_replicas, rank, int(seed), 0
@@ -145,7 +147,7 @@ class WeightedDistributedSampler(DistributedSampler):
         self.epoch = int(epoch)
 
     def global_draw(self) -> torch.Tensor:
-        """(num_replicas * num_samples,) int64: the draw of this epoch before sharding (same on every rank)."""
+        """(num_replicas * num_samples,) int64: this epoch's draw before sharding (same on every rank)."""
         g = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + self.epoch)
         if self.weights is None:
             return torch.randint(self.num_items, (self.total_size,), generator=g)

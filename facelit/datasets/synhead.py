@@ -41,7 +41,9 @@ def read_synhead_csv(path: str | Path) -> tuple[list[str], torch.Tensor, torch.T
             if not row or (line_no == 1 and row[0].strip().lower() == "path"):
                 continue
             if len(row) != len(_FIELDS):
-                raise ValueError(f"{path}:{line_no}: expected {len(_FIELDS)} fields {_FIELDS}, got {len(row)}")
+                raise ValueError(
+                    f"{path}:{line_no}: expected {len(_FIELDS)} fields {_FIELDS}, got {len(row)}"
+                )
             try:
                 nums = [float(v) for v in row[1:]]
             except ValueError:
@@ -68,8 +70,9 @@ class SynHeadDataset(Dataset):
         indices: optional subset of rows (e.g. a train/validation split).
     """
 
-    def __init__(self, csv_file: str | Path, size: int = 224, margin: float = 0.0,
-                 indices: list[int] | None = None) -> None:
+    def __init__(
+        self, csv_file: str | Path, size: int = 224, margin: float = 0.0, indices: list[int] | None = None
+    ) -> None:
         self.csv_file = Path(csv_file)
         names, boxes, poses = read_synhead_csv(self.csv_file)
         rows = list(range(len(names))) if indices is None else list(indices)
@@ -84,6 +87,12 @@ class SynHeadDataset(Dataset):
         image = load_rgb(self.csv_file.parent / self.names[index])
         face = self.boxes[index]
         return make_crop_sample(
-            image, torch.zeros(0, 2), torch.zeros(0, dtype=torch.bool), square_box(face, self.margin),
-            self.size, pose=self.poses[index], face_box=face, meta={"file": self.names[index]},
+            image,
+            torch.zeros(0, 2),
+            torch.zeros(0, dtype=torch.bool),
+            square_box(face, self.margin),
+            self.size,
+            pose=self.poses[index],
+            face_box=face,
+            meta={"file": self.names[index]},
         )

@@ -89,14 +89,16 @@ def pose_mae(pred: torch.Tensor, target: torch.Tensor, convention: str = "ypr") 
     _check(pred, "pose_mae(pred)")
     _check(target, "pose_mae(target)")
     if pred.shape != target.shape or pred.dim() != 2 or len(pred) == 0:
-        raise ValueError(f"pose_mae: need equal non-empty (N, 3) shapes, got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"pose_mae: need equal non-empty (N, 3) shapes, got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown convention {convention!r}; use one of {CONVENTIONS}")
     pred, target = pred.double(), target.double()
     if convention == "pyr":
         pred, target = pyr_from_ypr(pred), pyr_from_ypr(target)
     per_angle = (pred - target).abs().mean(0).tolist()
-    out: dict[str, float] = dict(zip(ANGLE_NAMES[convention], per_angle))
+    out: dict[str, float] = dict(zip(ANGLE_NAMES[convention], per_angle, strict=True))
     out["mean"] = sum(per_angle) / 3.0
     out["n"] = len(pred)
     return out
@@ -202,10 +204,14 @@ def match_predictions(pred_file: str | Path, gt_file: str | Path) -> tuple[torch
         index = {n: i for i, n in enumerate(pred_names)}
         missing = [n for n in gt_names if n not in index]
         if missing:
-            raise ValueError(f"{pred_file}: no prediction for {len(missing)} ground-truth samples, e.g. {missing[0]!r}")
+            raise ValueError(
+                f"{pred_file}: no prediction for {len(missing)} ground-truth samples, e.g. {missing[0]!r}"
+            )
         pred = pred[[index[n] for n in gt_names]]
     elif len(pred) != len(gt):
-        raise ValueError(f"{pred_file} has {len(pred)} rows, {gt_file} {len(gt)}; without names they must match")
+        raise ValueError(
+            f"{pred_file} has {len(pred)} rows, {gt_file} {len(gt)}; without names they must match"
+        )
     return pred, gt
 
 

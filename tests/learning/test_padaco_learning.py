@@ -41,9 +41,19 @@ CLAIM_HOLDS = False
 
 
 def make_datamodule() -> PadacoDataModule:
-    dm = PadacoDataModule(image_size=IMAGE_SIZE, batch_size=BATCH, target_batch_size=BATCH, val_batch_size=100,
-                          num_workers=0, synth_source_size=SOURCE_SIZE, synth_target_size=TARGET_SIZE,
-                          synth_val_size=VAL_SIZE, synth_test_size=TEST_SIZE, synth_cache=True, seed=0)
+    dm = PadacoDataModule(
+        image_size=IMAGE_SIZE,
+        batch_size=BATCH,
+        target_batch_size=BATCH,
+        val_batch_size=100,
+        num_workers=0,
+        synth_source_size=SOURCE_SIZE,
+        synth_target_size=TARGET_SIZE,
+        synth_val_size=VAL_SIZE,
+        synth_test_size=TEST_SIZE,
+        synth_cache=True,
+        seed=0,
+    )
     dm.setup("fit")
     dm.setup("test")
     return dm
@@ -55,22 +65,49 @@ def constant_baseline(dm: PadacoDataModule) -> float:
     return pose_mae(labels.median(0).values.expand_as(labels).clone(), labels)["mean"]
 
 
-def train_and_score(dm: PadacoDataModule, method: str, seed: int, steps: int = STEPS, root: str | None = None) -> dict:
-    """Train ``method`` for ``steps`` steps from ``seed``; target test and source val MAE of the final model."""
+def train_and_score(
+    dm: PadacoDataModule, method: str, seed: int, steps: int = STEPS, root: str | None = None
+) -> dict:
+    """Train ``method`` ``steps`` steps from ``seed``; target test and source val MAE of the final model."""
     pl.seed_everything(seed, workers=True)
-    module = PadacoModule(method=method, backbone=BACKBONE, adapt_epoch=1, num_neighbours=10, lr=0.002,
-                          weight_decay=1e-4, scheduler="cosine", warmup_steps=30)
-    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, num_sanity_val_steps=0, check_val_every_n_epoch=1000,
-                         max_epochs=1000, default_root_dir=root, enable_model_summary=False)
+    module = PadacoModule(
+        method=method,
+        backbone=BACKBONE,
+        adapt_epoch=1,
+        num_neighbours=10,
+        lr=0.002,
+        weight_decay=1e-4,
+        scheduler="cosine",
+        warmup_steps=30,
+    )
+    trainer = pl.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=1000,
+        max_epochs=1000,
+        default_root_dir=root,
+        enable_model_summary=False,
+    )
     trainer.fit(module, datamodule=dm)
     test = trainer.test(module, datamodule=dm, verbose=False)[0]
     trainer.validate(module, datamodule=dm, verbose=False)
     val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    return {"method": method, "seed": seed, "steps": steps,
-            "target_test_mae": test["test/target/mae"], "target_test_mae_pyr": test["test/target/mae_pyr"],
-            "source_val_mae": val["val/source/mae"],
-            "weights_nonzero": None if module.source_weights is None else float((module.source_weights > 0).float().mean())}
+    return {
+        "method": method,
+        "seed": seed,
+        "steps": steps,
+        "target_test_mae": test["test/target/mae"],
+        "target_test_mae_pyr": test["test/target/mae_pyr"],
+        "source_val_mae": val["val/source/mae"],
+        "weights_nonzero": None
+        if module.source_weights is None
+        else float((module.source_weights > 0).float().mean()),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +123,11 @@ def test_padaco_learns_and_claim_where_it_holds(datamodule, tmp_path):
     results = {m: [train_and_score(datamodule, m, s, root=str(tmp_path)) for s in SEEDS] for m in methods}
     for method, runs in results.items():
         for r in runs:
-            print(f"{method} seed {r['seed']}: target MAE {r['target_test_mae']:.2f} (pyr {r['target_test_mae_pyr']:.2f}), "
-                  f"source val {r['source_val_mae']:.2f}; constant oracle {baseline:.2f}")
+            print(
+                f"{method} seed {r['seed']}: target MAE {r['target_test_mae']:.2f} "
+                f"(pyr {r['target_test_mae_pyr']:.2f}), "
+                f"source val {r['source_val_mae']:.2f}; constant oracle {baseline:.2f}"
+            )
             assert r["target_test_mae"] < MARGIN * baseline, (method, r, baseline)
     if CLAIM_HOLDS:
         mean = {m: sum(r["target_test_mae"] for r in runs) / len(runs) for m, runs in results.items()}

@@ -84,8 +84,12 @@ def test_biwi_plus_labels_and_square_boxes(shared_data):
 
 def test_biwi_plus_nan_angle_is_named(tmp_path):
     path = tmp_path / "bad.npz"
-    np.savez(path, images=np.array(["01/frame_00001_rgb.png"]), ypr=np.array([[np.nan, 0, 0]]),
-             bbox=np.array([[1, 1, 5, 5]], np.int32))
+    np.savez(
+        path,
+        images=np.array(["01/frame_00001_rgb.png"]),
+        ypr=np.array([[np.nan, 0, 0]]),
+        bbox=np.array([[1, 1, 5, 5]], np.int32),
+    )
     with pytest.raises(ValueError, match="01/frame_00001_rgb.png"):
         load_biwi_plus(path)
 
@@ -103,8 +107,12 @@ def test_biwi_dataset_crops_with_label_file_boxes(tmp_path):
     for f in (3, 4):
         _write_frame(tmp_path, "12", f)
     labels = tmp_path / "labels.npz"
-    np.savez(labels, images=np.array(["12/frame_00003_rgb.png", "12/frame_00004_rgb.png", "12/frame_00009_rgb.png"]),
-             ypr=np.array([YPR, [1.0, 2, 3], [0.0, 0, 0]]), bbox=np.array([[8, 4, 32, 32]] * 3, np.int32))
+    np.savez(
+        labels,
+        images=np.array(["12/frame_00003_rgb.png", "12/frame_00004_rgb.png", "12/frame_00009_rgb.png"]),
+        ypr=np.array([YPR, [1.0, 2, 3], [0.0, 0, 0]]),
+        bbox=np.array([[8, 4, 32, 32]] * 3, np.int32),
+    )
     ds = BiwiDataset(tmp_path, ("12",), labels, size=16)
     assert len(ds) == 2 and ds.missing == 1  # frame 9 has no image
     sample = ds[1]
@@ -128,8 +136,12 @@ def test_synhead_csv_and_dataset(tmp_path):
 
 @pytest.mark.parametrize(
     "row, match",
-    [("a.png,1,2,3,4,5,6\n", ":1: expected 8 fields"), ("a.png,1,2,3,4,x,6,7\n", ":1: non-numeric"),
-     ("a.png,1,2,3,4,nan,6,7\n", ":1: non-finite"), ("a.png,5,2,3,4,1,6,7\n", ":1: empty box")],
+    [
+        ("a.png,1,2,3,4,5,6\n", ":1: expected 8 fields"),
+        ("a.png,1,2,3,4,x,6,7\n", ":1: non-numeric"),
+        ("a.png,1,2,3,4,nan,6,7\n", ":1: non-finite"),
+        ("a.png,5,2,3,4,1,6,7\n", ":1: empty box"),
+    ],
 )
 def test_synhead_bad_rows(tmp_path, row, match):
     csv = tmp_path / "labels.csv"

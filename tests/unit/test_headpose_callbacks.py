@@ -28,7 +28,11 @@ def test_plots_are_images():
 
 def test_pose_axes_drawn_from_predict_overlay_items():
     image = torch.zeros(3, 32, 32)
-    items = {"pose": torch.tensor([[0.0, 0, 0]]), "anchor": torch.tensor([[16.0, 16]]), "axis_length": torch.tensor(10.0)}
+    items = {
+        "pose": torch.tensor([[0.0, 0, 0]]),
+        "anchor": torch.tensor([[16.0, 16]]),
+        "axis_length": torch.tensor(10.0),
+    }
     out = draw_overlay(image, items)
     # frontal pose: the x axis (red) runs to the image right of the anchor
     assert out[16, 20, 0] > 200 and out[16, 20, 1] < 50

@@ -22,7 +22,9 @@ def test_conversion_agrees_with_scipy_definition():
     from scipy.spatial.transform import Rotation
 
     g = torch.Generator().manual_seed(0)
-    ypr = (torch.rand(50, 3, generator=g, dtype=torch.float64) * 2 - 1) * torch.tensor([80.0, 60, 60]).double()
+    ypr = (torch.rand(50, 3, generator=g, dtype=torch.float64) * 2 - 1) * torch.tensor(
+        [80.0, 60, 60]
+    ).double()
     pyr = pyr_from_ypr(ypr).numpy()
     # README relation: r = from_euler('xyz', pyr); (rz, ry, rx) = r.as_euler('zyx'); ypr = -(ry, rx, rz)
     rz, ry, rx = Rotation.from_euler("xyz", pyr, degrees=True).as_euler("zyx", degrees=True).T
@@ -33,7 +35,11 @@ def test_pose_mae_hand_computed():
     pred = torch.tensor([[10.0, 0, 0], [0, 5, -2]])
     gt = torch.tensor([[7.0, 1, 0], [1, 5, 2]])
     out = pose_mae(pred, gt, "ypr")
-    assert out["yaw"] == pytest.approx(2.0) and out["pitch"] == pytest.approx(0.5) and out["roll"] == pytest.approx(2.0)
+    assert (
+        out["yaw"] == pytest.approx(2.0)
+        and out["pitch"] == pytest.approx(0.5)
+        and out["roll"] == pytest.approx(2.0)
+    )
     assert out["mean"] == pytest.approx(1.5) and out["n"] == 2
 
 

@@ -98,14 +98,16 @@ def test_weights_bad_input(source, target, k, match):
 def test_sampler_rank_shards_equal_global_draw():
     weights = torch.tensor([0.0, 1.0, 3.0, 0.5, 0.0, 2.0, 1.0])
     single = WeightedDistributedSampler(weights, num_samples=20, seed=7)
-    ranks = [WeightedDistributedSampler(weights, num_samples=10, num_replicas=2, rank=r, seed=7) for r in (0, 1)]
+    ranks = [
+        WeightedDistributedSampler(weights, num_samples=10, num_replicas=2, rank=r, seed=7) for r in (0, 1)
+    ]
     for epoch in (0, 1, 2):
         for s in (single, *ranks):
             s.set_epoch(epoch)
         draw = list(single)
         shards = [list(s) for s in ranks]
         assert len(shards[0]) == len(shards[1]) == 10
-        interleaved = [i for pair in zip(*shards) for i in pair]
+        interleaved = [i for pair in zip(*shards, strict=True) for i in pair]
         assert interleaved == draw  # the two ranks together are exactly the single-process draw
     for s in (single, *ranks):
         s.set_epoch(0)

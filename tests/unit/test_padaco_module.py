@@ -10,8 +10,18 @@ from callbacks.headpose import HeadPosePlots
 from datamodules.padaco import PadacoDataModule, PoseFlip
 from lightning_modules.padaco import METHODS, PadacoModule
 
-TINY = dict(image_size=32, batch_size=2, target_batch_size=2, val_batch_size=4, num_workers=0,
-            synth_source_size=8, synth_target_size=4, synth_val_size=2, synth_test_size=2, synth_cache=True)
+TINY = dict(
+    image_size=32,
+    batch_size=2,
+    target_batch_size=2,
+    val_batch_size=4,
+    num_workers=0,
+    synth_source_size=8,
+    synth_target_size=4,
+    synth_val_size=2,
+    synth_test_size=2,
+    synth_cache=True,
+)
 BACKBONE = "mobilenetv3_small_050"
 
 
@@ -23,8 +33,11 @@ def datamodule() -> PadacoDataModule:
 
 
 def test_flip_negates_yaw_and_roll_and_mirrors_boxes():
-    sample = {"image": torch.arange(12.0).view(1, 3, 4).expand(3, 3, 4), "pose": torch.tensor([30.0, 10, 5]),
-              "boxes": torch.tensor([0.0, 1, 1, 3])}
+    sample = {
+        "image": torch.arange(12.0).view(1, 3, 4).expand(3, 3, 4),
+        "pose": torch.tensor([30.0, 10, 5]),
+        "boxes": torch.tensor([0.0, 1, 1, 3]),
+    }
     out = PoseFlip(1.0)(sample)
     torch.testing.assert_close(out["pose"], torch.tensor([-30.0, 10, -5]))
     torch.testing.assert_close(out["boxes"], torch.tensor([3.0, 1, 4, 3]))
@@ -37,7 +50,12 @@ def test_train_loader_serves_indexed_source_and_target(datamodule):
     loader = datamodule.train_dataloader()
     batch, *_ = next(iter(loader))
     assert set(batch) == {"source", "target"}
-    assert batch["source"]["image"].shape == (2, 3, 32, 32) and batch["target"]["image"].shape == (2, 3, 32, 32)
+    assert batch["source"]["image"].shape == (2, 3, 32, 32) and batch["target"]["image"].shape == (
+        2,
+        3,
+        32,
+        32,
+    )
     assert batch["source"]["index"].dtype == torch.int64
     assert datamodule.source_poses().shape == (8, 3)
     weights = torch.zeros(8)
@@ -74,9 +92,16 @@ def test_each_method_fits_two_stages(method, tmp_path):
     dm = PadacoDataModule(**TINY)
     module = PadacoModule(method=method, backbone=BACKBONE, adapt_epoch=1, num_neighbours=2)
     callbacks = [HeadPosePlots()] if method == "padaco" else []
-    trainer = pl.Trainer(max_steps=8, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
-                         callbacks=callbacks)
+    trainer = pl.Trainer(
+        max_steps=8,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
     trainer.fit(module, datamodule=dm)
     assert trainer.global_step == 8  # two epochs of 4 steps: stage 1, then stage 2
     metrics = trainer.callback_metrics
