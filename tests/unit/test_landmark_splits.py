@@ -145,3 +145,9 @@ def test_landmark_configs_select_checkpoints_on_validation(name: str):
     monitors = [c["init_args"]["monitor"] for c in config["trainer"]["callbacks"]
                 if c["class_path"].endswith("ModelCheckpoint")]
     assert monitors and all(m.startswith("val/") for m in monitors)
+
+
+@pytest.mark.parametrize("name", ["demo/landmarks_300wlp", "demo/landmarks_aflw"])
+def test_landmark_demos_are_budgeted_in_steps_not_time(name: str):
+    trainer = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())["trainer"]
+    assert trainer.get("max_steps", -1) > 0 and trainer.get("max_time") is None
