@@ -27,10 +27,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from datamodules.base import FaceDataModule
 from facelit.datasets.proposal_crops import (
+    SEED_STRIDE,
     ProposalCropDataset,
     Proposals,
     RescoreDataset,
@@ -40,6 +42,8 @@ from facelit.datasets.proposal_crops import (
 )
 
 __all__ = ["TinyFaceDataModule", "ProposalLookup"]
+
+_PROPOSAL_STREAM = 7  # offsets the synthesised proposals' seed from the crop draws' (same image)
 
 
 class ProposalLookup:
@@ -60,10 +64,8 @@ class ProposalLookup:
             self.by_order = [self.by_key[k] for k in sorted(self.by_key)]
 
     def __call__(self, index: int, sample: dict[str, Any]) -> Proposals:
-        import torch
-
         if self.pred_dir is None:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + index + 7)
+            g = torch.Generator().manual_seed(self.seed * SEED_STRIDE + index + _PROPOSAL_STREAM)
             return synthetic_proposals(
                 sample["boxes"], tuple(sample["image"].shape[-2:]), g, **self.synth_kwargs
             )

@@ -35,6 +35,7 @@ from facelit.geometry.boxes import box_iou
 
 __all__ = [
     "FACE_IOU",
+    "SEED_STRIDE",
     "Proposals",
     "read_proposals",
     "label_proposals",
@@ -48,6 +49,7 @@ __all__ = [
 
 FACE_IOU = 0.5  # face if IoU >= 0.5 with a face, non-face if IoU < 0.5 to every face
 _MIN_SIDE = 1e-3  # proposals with a side below this (pixels) are degenerate and skipped
+SEED_STRIDE = 1_000_003  # the draws of image i under seed s are seeded by s * SEED_STRIDE + i (+ a stream)
 
 
 @dataclass(frozen=True)
@@ -253,7 +255,7 @@ class ProposalCropDataset(Dataset):
         return len(self.images)  # type: ignore[arg-type]
 
     def _generator(self, index: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        return torch.Generator().manual_seed(self.seed * SEED_STRIDE + index)
 
     def candidates(self, index: int, sample: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """(C, 4) candidate boxes and (C,) face labels of image ``index`` (before the size filter)."""
