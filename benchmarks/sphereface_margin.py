@@ -29,8 +29,9 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _worker(rank: int, world: int, init: str, out: str, classes: int, dim: int, batch: int, steps: int,
-            warmup: int) -> None:
+def _worker(
+    rank: int, world: int, init: str, out: str, classes: int, dim: int, batch: int, steps: int, warmup: int
+) -> None:
     import torch.distributed as dist
 
     from facelit.losses.margin import MarginLoss, ShardedMarginLoss
@@ -40,7 +41,7 @@ def _worker(rank: int, world: int, init: str, out: str, classes: int, dim: int, 
         dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
     base = _rss_mb()
     g = torch.Generator().manual_seed(rank)
-    loss = (ShardedMarginLoss(dim, classes, rank, world) if world > 1 else MarginLoss(dim, classes))
+    loss = ShardedMarginLoss(dim, classes, rank, world) if world > 1 else MarginLoss(dim, classes)
     loss.iteration.fill_(10_000)
     local = batch // world
     times = []
@@ -53,8 +54,9 @@ def _worker(rank: int, world: int, init: str, out: str, classes: int, dim: int, 
         loss.weight.grad = None
         if step >= warmup:
             times.append(time.perf_counter() - t)
-    Path(out, f"rank{rank}.json").write_text(json.dumps({"median_s": statistics.median(times),
-                                                          "peak_rss_mb": _rss_mb() - base}))
+    Path(out, f"rank{rank}.json").write_text(
+        json.dumps({"median_s": statistics.median(times), "peak_rss_mb": _rss_mb() - base})
+    )
     if world > 1:
         dist.destroy_process_group()
 
@@ -62,11 +64,26 @@ def _worker(rank: int, world: int, init: str, out: str, classes: int, dim: int, 
 def _run(world: int, args: argparse.Namespace, classes: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         torch.multiprocessing.start_processes(
-            _worker, args=(world, str(Path(tmp) / "init"), tmp, classes, args.dim, args.batch, args.steps,
-                           args.warmup),
-            nprocs=world, join=True, start_method="spawn")
+            _worker,
+            args=(
+                world,
+                str(Path(tmp) / "init"),
+                tmp,
+                classes,
+                args.dim,
+                args.batch,
+                args.steps,
+                args.warmup,
+            ),
+            nprocs=world,
+            join=True,
+            start_method="spawn",
+        )
         ranks = [json.loads((Path(tmp) / f"rank{r}.json").read_text()) for r in range(world)]
-    return {"median_s": max(r["median_s"] for r in ranks), "peak_rss_mb": max(r["peak_rss_mb"] for r in ranks)}
+    return {
+        "median_s": max(r["median_s"] for r in ranks),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in ranks),
+    }
 
 
 def main() -> None:
@@ -80,15 +97,24 @@ def main() -> None:
     args = parser.parse_args()
     for classes in args.classes:
         single, sharded = _run(1, args, classes), _run(args.world, args, classes)
-        print(json.dumps({
-            "classes": classes, "dim": args.dim, "batch": args.batch, "world": args.world,
-            "weight_mb": classes * args.dim * 4 / 2**20,
-            "single_s": round(single["median_s"], 4), "sharded_s": round(sharded["median_s"], 4),
-            "single_peak_rss_mb": round(single["peak_rss_mb"], 1),
-            "sharded_peak_rss_mb_per_rank": round(sharded["peak_rss_mb"], 1),
-            "memory_ratio": round(sharded["peak_rss_mb"] / max(single["peak_rss_mb"], 1e-9), 3),
-            "time_ratio": round(sharded["median_s"] / single["median_s"], 3),
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "classes": classes,
+                    "dim": args.dim,
+                    "batch": args.batch,
+                    "world": args.world,
+                    "weight_mb": classes * args.dim * 4 / 2**20,
+                    "single_s": round(single["median_s"], 4),
+                    "sharded_s": round(sharded["median_s"], 4),
+                    "single_peak_rss_mb": round(single["peak_rss_mb"], 1),
+                    "sharded_peak_rss_mb_per_rank": round(sharded["peak_rss_mb"], 1),
+                    "memory_ratio": round(sharded["peak_rss_mb"] / max(single["peak_rss_mb"], 1e-9), 3),
+                    "time_ratio": round(sharded["median_s"] / single["median_s"], 3),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

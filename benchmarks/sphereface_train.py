@@ -42,7 +42,9 @@ def main() -> None:
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt)
     opt = torch.optim.SGD(list(net.parameters()) + list(loss.parameters()), lr=0.01, momentum=0.9)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext()
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext()
+    )
     x = torch.rand(args.batch, 3, *args.size, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, args.classes, (args.batch,), device=device)
     times = []
@@ -61,11 +63,23 @@ def main() -> None:
         if step >= args.warmup:
             times.append(time.perf_counter() - t)
     step_s = statistics.median(times)
-    print(json.dumps({"depth": args.depth, "width": args.width, "size": args.size, "batch": args.batch,
-                      "device": str(device), "precision": args.precision, "channels_last": args.channels_last,
-                      "threads": args.threads, "step_s": round(step_s, 4),
-                      "images_per_s": round(args.batch / step_s, 2),
-                      "params_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 3)}))
+    print(
+        json.dumps(
+            {
+                "depth": args.depth,
+                "width": args.width,
+                "size": args.size,
+                "batch": args.batch,
+                "device": str(device),
+                "precision": args.precision,
+                "channels_last": args.channels_last,
+                "threads": args.threads,
+                "step_s": round(step_s, 4),
+                "images_per_s": round(args.batch / step_s, 2),
+                "params_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

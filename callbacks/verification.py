@@ -91,7 +91,9 @@ class VerificationPlots(pl.Callback):
         feats = pl_module(batch).cpu()
         pl_module.train(was_training)
         dims = 2 if feats.shape[1] == 2 else 3
-        return plot_sphere_embedding(sphere_projection(feats, dims), labels[index], f"step {trainer.global_step}")
+        return plot_sphere_embedding(
+            sphere_projection(feats, dims), labels[index], f"step {trainer.global_step}"
+        )
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         last = getattr(getattr(pl_module, "val_metric", None), "last", None)

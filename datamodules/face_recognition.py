@@ -20,7 +20,6 @@ pairs ``image`` (B, 3, h, w) left, ``image_right`` (B, 3, h, w), ``same`` (B,) b
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -122,12 +121,16 @@ class FaceRecognitionDataModule(FaceDataModule):
         self.collate_fn = default_collate
 
     # ---- real data ----------------------------------------------------------------------------
-    def landmarks_for(self, root: str, landmarks_file: str | None) -> dict[str, tuple[int | None, torch.Tensor]]:
+    def landmarks_for(
+        self, root: str, landmarks_file: str | None
+    ) -> dict[str, tuple[int | None, torch.Tensor]]:
         """5-point landmarks of the images below ``root``: from ``landmarks_file`` (a detector run at
         prepare time would plug in here, caching its output in the same file format)."""
         if landmarks_file is None:
-            raise ValueError(f"{root}: a 5-point landmarks_file is required for real data "
-                             "(the 'path [label] x1 y1 ... x5 y5' layout, e.g. SphereFace's casia_landmark.txt)")
+            raise ValueError(
+                f"{root}: a 5-point landmarks_file is required for real data "
+                "(the 'path [label] x1 y1 ... x5 y5' layout, e.g. SphereFace's casia_landmark.txt)"
+            )
         return read_landmark_file(landmarks_file, self.landmark_frame)
 
     def _real_pairs(self, spec: tuple[str | None, str | None, str | None], what: str) -> Dataset | None:
@@ -136,23 +139,38 @@ class FaceRecognitionDataModule(FaceDataModule):
             return None
         if root is None or pairs is None:
             raise ValueError(f"{what}: give both {what}_root and {what}_pairs (got {root!r}, {pairs!r})")
-        return PairDataset.from_pairs(root, read_pairs(pairs), self.landmarks_for(root, landmarks), self.image_size,
-                                      self.template, source=str(landmarks))
+        return PairDataset.from_pairs(
+            root,
+            read_pairs(pairs),
+            self.landmarks_for(root, landmarks),
+            self.image_size,
+            self.template,
+            source=str(landmarks),
+        )
 
     def _real_train(self) -> Dataset:
         items, names = scan_identity_folders(self.data_dir)  # type: ignore[arg-type]
         if len(names) != self.num_identities:
-            raise ValueError(f"{self.data_dir}: {len(names)} identity folders, but num_identities = "
-                             f"{self.num_identities}; set data.init_args.num_identities={len(names)}")
-        return AlignedFaceDataset(self.data_dir, items, self.landmarks_for(self.data_dir, self.landmarks_file),  # type: ignore[arg-type]
-                                  self.image_size, self.template, str(self.landmarks_file))
+            raise ValueError(
+                f"{self.data_dir}: {len(names)} identity folders, but num_identities = "
+                f"{self.num_identities}; set data.init_args.num_identities={len(names)}"
+            )
+        return AlignedFaceDataset(
+            self.data_dir,
+            items,
+            self.landmarks_for(self.data_dir, self.landmarks_file),  # type: ignore[arg-type]
+            self.image_size,
+            self.template,
+            str(self.landmarks_file),
+        )
 
     # ---- synthetic ----------------------------------------------------------------------------
     def _synth_images(self, seed: int, length: int, identities: int) -> Dataset:
         from facelit.synth.recognition import RecognitionCropDataset
 
-        return RecognitionCropDataset(seed, length, identities, self.image_size, self.synth_render_size,
-                                      template=self.template)
+        return RecognitionCropDataset(
+            seed, length, identities, self.image_size, self.synth_render_size, template=self.template
+        )
 
     def _synth_pairs(self, seed: int, desc: str) -> Dataset:
         """Pairs over unseen identities. Their images are always rendered once into memory: the
@@ -176,8 +194,11 @@ class FaceRecognitionDataModule(FaceDataModule):
             if stage == "fit":
                 train = self.maybe_cache(train, "synthetic recognition train")
             val = self._synth_pairs(unseen_seed(self.seed), "synthetic recognition val")
-            test = self._synth_pairs(unseen_seed(self.seed) + 1, "synthetic recognition test") if stage in (
-                "test", "predict") else None
+            test = (
+                self._synth_pairs(unseen_seed(self.seed) + 1, "synthetic recognition test")
+                if stage in ("test", "predict")
+                else None
+            )
         else:
             train = self._real_train() if stage == "fit" else None
             val = self._real_pairs(self.val_spec, "val")

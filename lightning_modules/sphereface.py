@@ -83,9 +83,15 @@ class SphereFaceModule(FaceModule):
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.net = create_embedding_net(backbone, self.image_size, embedding_dim, width, weights_file)
         self.criterion = MarginLoss(
-            embedding_dim, num_identities, margin,
-            KIND_DEFAULT_M[margin] if m is None else m, KIND_DEFAULT_S[margin] if s is None else s,
-            lambda_base, lambda_gamma, lambda_power, lambda_min,
+            embedding_dim,
+            num_identities,
+            margin,
+            KIND_DEFAULT_M[margin] if m is None else m,
+            KIND_DEFAULT_S[margin] if s is None else s,
+            lambda_base,
+            lambda_gamma,
+            lambda_power,
+            lambda_min,
         )
         self.flip_test = flip_test
         self.shard_classifier = shard_classifier
@@ -106,9 +112,19 @@ class SphereFaceModule(FaceModule):
         full = self.criterion
         for param in full.parameters():  # every rank slices the same classifier
             torch.distributed.broadcast(param.data, 0)
-        sharded = ShardedMarginLoss(full.embedding_dim, full.num_classes, rank, world, kind=full.kind, m=full.m,
-                                    s=full.s, lambda_base=full.schedule.base, lambda_gamma=full.schedule.gamma,
-                                    lambda_power=full.schedule.power, lambda_min=full.schedule.minimum)
+        sharded = ShardedMarginLoss(
+            full.embedding_dim,
+            full.num_classes,
+            rank,
+            world,
+            kind=full.kind,
+            m=full.m,
+            s=full.s,
+            lambda_base=full.schedule.base,
+            lambda_gamma=full.schedule.gamma,
+            lambda_power=full.schedule.power,
+            lambda_min=full.schedule.minimum,
+        )
         with torch.no_grad():
             sharded.weight.copy_(full.weight[sharded.class_start : sharded.class_stop])
             if full.bias is not None:
@@ -116,15 +132,25 @@ class SphereFaceModule(FaceModule):
             sharded.iteration.copy_(full.iteration)
         self.criterion = sharded.to(full.weight.device)
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-            self, [f"criterion.{n}" for n, _ in sharded.named_parameters()])
+            self, [f"criterion.{n}" for n, _ in sharded.named_parameters()]
+        )
 
     def on_fit_end(self) -> None:
         """Reassemble the full classifier on every rank (a spawned run hands rank 0's model back)."""
         c = self.criterion
         if not isinstance(c, ShardedMarginLoss):
             return
-        full = MarginLoss(c.embedding_dim, c.num_classes, c.kind, c.m, c.s, c.schedule.base, c.schedule.gamma,
-                          c.schedule.power, c.schedule.minimum).to(c.weight.device)
+        full = MarginLoss(
+            c.embedding_dim,
+            c.num_classes,
+            c.kind,
+            c.m,
+            c.s,
+            c.schedule.base,
+            c.schedule.gamma,
+            c.schedule.power,
+            c.schedule.minimum,
+        ).to(c.weight.device)
         with torch.no_grad():
             for name, param in c.named_parameters():
                 getattr(full, name).copy_(gather_shards(param.detach(), c))
@@ -175,12 +201,17 @@ class SphereFaceModule(FaceModule):
             out["loss"] = F.cross_entropy(logits, labels)
             with torch.no_grad():
                 out["accuracy"] = (logits.argmax(1) == labels).float().mean()
-        return {**out, "lambda": torch.tensor(self.criterion.lambda_value),
-                "feature_norm": features.detach().norm(dim=1).mean()}
+        return {
+            **out,
+            "lambda": torch.tensor(self.criterion.lambda_value),
+            "feature_norm": features.detach().norm(dim=1).mean(),
+        }
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         if batch["identity"].numel() and int(batch["identity"].max()) >= self.criterion.num_classes:
-            raise ValueError(f"identity {int(batch['identity'].max())} >= num_identities {self.criterion.num_classes}")
+            raise ValueError(
+                f"identity {int(batch['identity'].max())} >= num_identities {self.criterion.num_classes}"
+            )
         return self._step(batch, "train")
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
@@ -188,8 +219,13 @@ class SphereFaceModule(FaceModule):
         self.criterion.step()  # lambda anneals per optimizer step (gradient accumulation included)
 
     def _pair_step(self, batch: dict[str, Any], metric: VerificationMetric) -> None:
-        metric.update(self.embed(batch["image"]), self.embed(batch["image_right"]), batch["same"], batch["fold"],
-                      batch["index"])
+        metric.update(
+            self.embed(batch["image"]),
+            self.embed(batch["image_right"]),
+            batch["same"],
+            batch["fold"],
+            batch["index"],
+        )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._pair_step(batch, self.val_metric)
@@ -214,7 +250,9 @@ class SphereFaceModule(FaceModule):
     def on_test_epoch_end(self) -> None:
         self._log_metric(self.test_metric, "test")
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+    def predict_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, torch.Tensor]:
         """``features`` (B, 2D or D) of every image, with its ``index`` (and ``identity`` when known)."""
         out = {"features": self.embed(batch["image"]), "index": batch["index"]}
         if "identity" in batch:

@@ -67,7 +67,10 @@ class Pair:
 
     def paths(self, ext: str = ".jpg") -> tuple[str, str]:
         """Relative image paths of both sides, ``<name>/<name>_<iiii><ext>``."""
-        return (f"{self.name1}/{self.name1}_{self.index1:04d}{ext}", f"{self.name2}/{self.name2}_{self.index2:04d}{ext}")
+        return (
+            f"{self.name1}/{self.name1}_{self.index1:04d}{ext}",
+            f"{self.name2}/{self.name2}_{self.index2:04d}{ext}",
+        )
 
 
 def _int(token: str, where: str) -> int:
@@ -91,7 +94,9 @@ def read_pairs(path: str | Path) -> list[Pair]:
     folds, per_fold = _int(header[0], f"{path}:1"), _int(header[1], f"{path}:1")
     body = [(n, line.split()) for n, line in enumerate(lines[1:], start=2) if line.strip()]
     if len(body) != 2 * folds * per_fold:
-        raise ValueError(f"{path}: header announces {folds} folds x 2 x {per_fold} pairs, found {len(body)} lines")
+        raise ValueError(
+            f"{path}: header announces {folds} folds x 2 x {per_fold} pairs, found {len(body)} lines"
+        )
     pairs = []
     for k, (n, tok) in enumerate(body, start=1):
         where = f"{path}:{n}"
@@ -105,7 +110,9 @@ def read_pairs(path: str | Path) -> list[Pair]:
             raise ValueError(f"{where}: expected 3 (matched) or 4 (mismatched) fields, got {len(tok)}")
         if pair.same != matched:
             kind = "matched" if matched else "mismatched"
-            raise ValueError(f"{where}: expected a {kind} pair at this position of fold {fold}, got {' '.join(tok)!r}")
+            raise ValueError(
+                f"{where}: expected a {kind} pair at this position of fold {fold}, got {' '.join(tok)!r}"
+            )
         pairs.append(pair)
     return pairs
 
@@ -167,16 +174,28 @@ class AlignedFaceDataset(Dataset):
     Images without landmarks are counted, reported once in the log and left out (``missing``).
     """
 
-    def __init__(self, root: str | Path, items: Sequence[tuple[str, int]],
-                 landmarks: dict[str, tuple[int | None, torch.Tensor]], size: tuple[int, int] = (112, 96),
-                 template: TemplateName = "112x96", source: str = "landmarks") -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        items: Sequence[tuple[str, int]],
+        landmarks: dict[str, tuple[int | None, torch.Tensor]],
+        size: tuple[int, int] = (112, 96),
+        template: TemplateName = "112x96",
+        source: str = "landmarks",
+    ) -> None:
         self.root, self.size, self.template = Path(root), (int(size[0]), int(size[1])), template
         self.items = [(p, y) for p, y in items if p in landmarks]
         self.missing = [p for p, _ in items if p not in landmarks]
         self.landmarks = {p: landmarks[p][1] for p, _ in self.items}
         if self.missing:
-            log.warning("%d of %d images below %s have no landmarks in %s and are left out, e.g. %s",
-                        len(self.missing), len(items), self.root, source, self.missing[0])
+            log.warning(
+                "%d of %d images below %s have no landmarks in %s and are left out, e.g. %s",
+                len(self.missing),
+                len(items),
+                self.root,
+                source,
+                self.missing[0],
+            )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -185,8 +204,12 @@ class AlignedFaceDataset(Dataset):
         rel, label = self.items[index]
         image = load_rgb(self.root / rel)
         aligned, _, points = align_faces(image[None], self.landmarks[rel][None], self.size, self.template)
-        return {"image": aligned[0].clamp(0, 1), "identity": torch.tensor(label), "landmarks": points[0],
-                "index": torch.tensor(index)}
+        return {
+            "image": aligned[0].clamp(0, 1),
+            "identity": torch.tensor(label),
+            "landmarks": points[0],
+            "index": torch.tensor(index),
+        }
 
 
 class PairDataset(Dataset):
@@ -200,33 +223,59 @@ class PairDataset(Dataset):
         same: (P,) bool; fold: (P,) int.
     """
 
-    def __init__(self, images: Dataset, left: torch.Tensor, right: torch.Tensor, same: torch.Tensor,
-                 fold: torch.Tensor) -> None:
+    def __init__(
+        self, images: Dataset, left: torch.Tensor, right: torch.Tensor, same: torch.Tensor, fold: torch.Tensor
+    ) -> None:
         p = left.shape[0]
         if not (right.shape == same.shape == fold.shape == (p,)):
             raise ValueError("left, right, same and fold must all be (P,)")
-        self.images, self.left, self.right, self.same, self.fold = images, left, right, same.bool(), fold.long()
+        self.images, self.left, self.right, self.same, self.fold = (
+            images,
+            left,
+            right,
+            same.bool(),
+            fold.long(),
+        )
 
     def __len__(self) -> int:
         return int(self.left.shape[0])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"image": self.images[int(self.left[index])]["image"],
-                "image_right": self.images[int(self.right[index])]["image"],
-                "same": self.same[index], "fold": self.fold[index], "index": torch.tensor(index)}
+        return {
+            "image": self.images[int(self.left[index])]["image"],
+            "image_right": self.images[int(self.right[index])]["image"],
+            "same": self.same[index],
+            "fold": self.fold[index],
+            "index": torch.tensor(index),
+        }
 
     @classmethod
-    def from_pairs(cls, root: str | Path, pairs: Sequence[Pair],
-                   landmarks: dict[str, tuple[int | None, torch.Tensor]], size: tuple[int, int] = (112, 96),
-                   template: TemplateName = "112x96", ext: str = ".jpg", source: str = "landmarks") -> PairDataset:
+    def from_pairs(
+        cls,
+        root: str | Path,
+        pairs: Sequence[Pair],
+        landmarks: dict[str, tuple[int | None, torch.Tensor]],
+        size: tuple[int, int] = (112, 96),
+        template: TemplateName = "112x96",
+        ext: str = ".jpg",
+        source: str = "landmarks",
+    ) -> PairDataset:
         """Pairs of an LFW-format list over the images below ``root``; every image needs landmarks."""
         paths = sorted({p for pair in pairs for p in pair.paths(ext)})
         missing = [p for p in paths if p not in landmarks]
         if missing:
-            raise ValueError(f"{source}: {len(missing)} of {len(paths)} pair images have no landmarks, "
-                             f"e.g. {missing[0]!r}; the protocol scores every pair")
+            raise ValueError(
+                f"{source}: {len(missing)} of {len(paths)} pair images have no landmarks, "
+                f"e.g. {missing[0]!r}; the protocol scores every pair"
+            )
         position = {p: i for i, p in enumerate(paths)}
         images = AlignedFaceDataset(root, [(p, -1) for p in paths], landmarks, size, template, source)
         left = torch.tensor([position[pr.paths(ext)[0]] for pr in pairs])
         right = torch.tensor([position[pr.paths(ext)[1]] for pr in pairs])
-        return cls(images, left, right, torch.tensor([pr.same for pr in pairs]), torch.tensor([pr.fold for pr in pairs]))
+        return cls(
+            images,
+            left,
+            right,
+            torch.tensor([pr.same for pr in pairs]),
+            torch.tensor([pr.fold for pr in pairs]),
+        )

@@ -134,7 +134,9 @@ def align_faces(
     if landmarks.dim() != 3 or landmarks.shape[1:] != (5, 2):
         raise ValueError(f"landmarks must be (B, 5, 2), got {tuple(landmarks.shape)}")
     dst = alignment_template(size[0], size[1], template).to(landmarks)
-    matrices = umeyama_similarity(landmarks.double(), dst.double(), None if weights is None else weights.double())
+    matrices = umeyama_similarity(
+        landmarks.double(), dst.double(), None if weights is None else weights.double()
+    )
     matrices = matrices.to(images.dtype)
     aligned = warp_image(images, matrices, (int(size[0]), int(size[1])))
     return aligned, matrices, transform_points(matrices, landmarks)

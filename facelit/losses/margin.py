@@ -58,11 +58,21 @@ __all__ = [
 
 MarginKind = Literal["softmax", "asoftmax", "cosface", "arcface", "spherefacer"]
 MARGIN_KINDS: tuple[str, ...] = ("softmax", "asoftmax", "cosface", "arcface", "spherefacer")
-KIND_DEFAULT_M: dict[str, float] = {"softmax": 0.0, "asoftmax": 4.0, "cosface": 0.35, "arcface": 0.5,
-                                     "spherefacer": 1.5}
+KIND_DEFAULT_M: dict[str, float] = {
+    "softmax": 0.0,
+    "asoftmax": 4.0,
+    "cosface": 0.35,
+    "arcface": 0.5,
+    "spherefacer": 1.5,
+}
 """Published margins: SphereFace m = 4, CosFace 0.35, ArcFace 0.5 rad, SphereFace-R 1.5."""
-KIND_DEFAULT_S: dict[str, float] = {"softmax": 1.0, "asoftmax": 1.0, "cosface": 64.0, "arcface": 64.0,
-                                     "spherefacer": 30.0}
+KIND_DEFAULT_S: dict[str, float] = {
+    "softmax": 1.0,
+    "asoftmax": 1.0,
+    "cosface": 64.0,
+    "arcface": 64.0,
+    "spherefacer": 30.0,
+}
 """Published scales of the normalised kinds (unused by softmax and A-Softmax)."""
 _COS_EPS = 1e-7  # keeps sqrt(1 - cos^2) and acos differentiable at theta = 0 and pi
 _NORM_EPS = 1e-12
@@ -158,7 +168,9 @@ def margin_logits(
             t = s * (c - m)
         elif kind == "arcface":
             sin = torch.sqrt((1.0 - c * c).clamp_min(_COS_EPS))
-            t = s * torch.where(c > math.cos(math.pi - m), c * math.cos(m) - sin * math.sin(m), c - m * math.sin(m))
+            t = s * torch.where(
+                c > math.cos(math.pi - m), c * math.cos(m) - sin * math.sin(m), c - m * math.sin(m)
+            )
         elif kind == "spherefacer":
             cd = c.detach()
             t = s * (c + (asoftmax_psi(cd, m) - cd))
@@ -205,7 +217,9 @@ class MarginLoss(nn.Module):
         if kind in ("cosface", "arcface") and not 0 <= m < 1:
             raise ValueError(f"{kind} margin m must be in [0, 1), got {m}")
         if embedding_dim < 1 or num_classes < 1:
-            raise ValueError(f"embedding_dim and num_classes must be >= 1, got {embedding_dim}, {num_classes}")
+            raise ValueError(
+                f"embedding_dim and num_classes must be >= 1, got {embedding_dim}, {num_classes}"
+            )
         start, stop = class_range if class_range is not None else (0, num_classes)
         if not 0 <= start <= stop <= num_classes:
             raise ValueError(f"class_range {class_range} is not inside [0, {num_classes}]")
@@ -238,15 +252,24 @@ class MarginLoss(nn.Module):
         cos = unit @ w.t()
         local = labels - self.class_start
         has_target = (labels >= self.class_start) & (labels < self.class_stop)
-        return margin_logits(cos, local.clamp(0, max(0, cos.shape[1] - 1)), has_target, norm, self.kind,
-                             self.m, self.s, self.lambda_value)
+        return margin_logits(
+            cos,
+            local.clamp(0, max(0, cos.shape[1] - 1)),
+            has_target,
+            norm,
+            self.kind,
+            self.m,
+            self.s,
+            self.lambda_value,
+        )
 
     def _check_labels(self, labels: torch.Tensor, n: int) -> None:
         if labels.shape != (n,):
             raise ValueError(f"labels must be ({n},), got {tuple(labels.shape)}")
         if n and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
             raise ValueError(
-                f"labels must be in [0, {self.num_classes}), got range [{int(labels.min())}, {int(labels.max())}]"
+                f"labels must be in [0, {self.num_classes}), "
+                f"got range [{int(labels.min())}, {int(labels.max())}]"
             )
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -257,8 +280,10 @@ class MarginLoss(nn.Module):
         return F.cross_entropy(self.local_logits(features, labels), labels)
 
     def extra_repr(self) -> str:
-        return (f"kind={self.kind}, m={self.m}, s={self.s}, classes=[{self.class_start}, {self.class_stop}) "
-                f"of {self.num_classes}, dim={self.embedding_dim}")
+        return (
+            f"kind={self.kind}, m={self.m}, s={self.s}, classes=[{self.class_start}, {self.class_stop}) "
+            f"of {self.num_classes}, dim={self.embedding_dim}"
+        )
 
 
 def shard_range(num_classes: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -329,10 +354,12 @@ class ShardedMarginLoss(MarginLoss):
     The weight shard must be excluded from DDP's gradient averaging (it differs per rank).
     """
 
-    def __init__(self, embedding_dim: int, num_classes: int, rank: int, world_size: int, group=None,
-                 **kwargs) -> None:
-        super().__init__(embedding_dim, num_classes, class_range=shard_range(num_classes, rank, world_size),
-                         **kwargs)
+    def __init__(
+        self, embedding_dim: int, num_classes: int, rank: int, world_size: int, group=None, **kwargs
+    ) -> None:
+        super().__init__(
+            embedding_dim, num_classes, class_range=shard_range(num_classes, rank, world_size), **kwargs
+        )
         if self.class_stop == self.class_start:
             raise ValueError(f"rank {rank} of {world_size} holds no class of {num_classes}: use fewer ranks")
         self.rank, self.world_size, self.group = int(rank), int(world_size), group
@@ -342,7 +369,9 @@ class ShardedMarginLoss(MarginLoss):
         sizes = [torch.zeros_like(n) for _ in range(self.world_size)]
         dist.all_gather(sizes, n, group=self.group)
         if len({int(t) for t in sizes}) != 1:
-            raise ValueError(f"ShardedMarginLoss needs equal batch sizes on every rank, got {[int(t) for t in sizes]}")
+            raise ValueError(
+                f"ShardedMarginLoss needs equal batch sizes on every rank, got {[int(t) for t in sizes]}"
+            )
         self._check_labels(labels, features.shape[0])
         all_features = _GatherExact.apply(features, self.group)
         all_labels = _GatherExact.apply(labels, self.group)
@@ -364,5 +393,13 @@ def gather_shards(tensor: torch.Tensor, loss: ShardedMarginLoss) -> torch.Tensor
     padded[: tensor.shape[0]] = tensor
     parts = [torch.empty_like(padded) for _ in range(loss.world_size)]
     dist.all_gather(parts, padded, group=loss.group)
-    return torch.cat([p[: b - a] for p, (a, b) in
-                      zip(parts, (shard_range(loss.num_classes, r, loss.world_size) for r in range(loss.world_size)))])
+    return torch.cat(
+        [
+            p[: b - a]
+            for p, (a, b) in zip(
+                parts,
+                (shard_range(loss.num_classes, r, loss.world_size) for r in range(loss.world_size)),
+                strict=True,
+            )
+        ]
+    )

@@ -145,7 +145,9 @@ def evaluate_pairs(
         (each pair scored in its test fold), ``fpr``/``tpr`` (ROC) as tensors.
     """
     if left.shape != right.shape or left.dim() != 2:
-        raise ValueError(f"left and right features must be equal (P, D), got {tuple(left.shape)}, {tuple(right.shape)}")
+        raise ValueError(
+            f"left and right features must be equal (P, D), got {tuple(left.shape)}, {tuple(right.shape)}"
+        )
     p = left.shape[0]
     if same.shape != (p,) or folds.shape != (p,):
         raise ValueError(f"same and folds must be ({p},), got {tuple(same.shape)}, {tuple(folds.shape)}")
@@ -202,8 +204,14 @@ class VerificationMetric(Metric):
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self.last: dict[str, torch.Tensor | float] = {}
 
-    def update(self, left: torch.Tensor, right: torch.Tensor, same: torch.Tensor, fold: torch.Tensor,
-               index: torch.Tensor) -> None:
+    def update(
+        self,
+        left: torch.Tensor,
+        right: torch.Tensor,
+        same: torch.Tensor,
+        fold: torch.Tensor,
+        index: torch.Tensor,
+    ) -> None:
         b = left.shape[0]
         if right.shape != left.shape or same.shape != (b,) or fold.shape != (b,) or index.shape != (b,):
             raise ValueError(
@@ -220,12 +228,15 @@ class VerificationMetric(Metric):
         index = dim_zero_cat(self.index).cpu()
         keep = torch.unique(index, return_inverse=True)[1]
         first = torch.full((int(keep.max()) + 1,), index.numel(), dtype=torch.long).scatter_reduce(
-            0, keep, torch.arange(index.numel()), reduce="amin")
+            0, keep, torch.arange(index.numel()), reduce="amin"
+        )
         cat = {n: dim_zero_cat(getattr(self, n)).cpu()[first] for n in ("left", "right", "same", "fold")}
         folds, classes = torch.unique(cat["fold"]).numel(), torch.unique(cat["same"]).numel()
         if folds < 2 or classes < 2:
-            raise IncompletePairsError(f"{first.numel()} pairs from {folds} fold(s) with {classes} class(es): "
-                                       "the k-fold protocol needs >= 2 folds and matched and mismatched pairs")
+            raise IncompletePairsError(
+                f"{first.numel()} pairs from {folds} fold(s) with {classes} class(es): "
+                "the k-fold protocol needs >= 2 folds and matched and mismatched pairs"
+            )
         self.last = evaluate_pairs(cat["left"], cat["right"], cat["same"], cat["fold"], self.fars)
         return {k: torch.tensor(v, dtype=torch.float32) for k, v in self.last.items() if isinstance(v, float)}
 
@@ -254,7 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", required=True, type=Path, help="LFW pairs.txt format")
-    parser.add_argument("--features", required=True, type=Path, help="npz with names (N,) and features (N, D)")
+    parser.add_argument(
+        "--features", required=True, type=Path, help="npz with names (N,) and features (N, D)"
+    )
     parser.add_argument("--ext", default=".jpg", help="image extension used in the names")
     args = parser.parse_args(argv)
     pairs = read_pairs(args.pairs)
@@ -266,8 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if features.ndim != 2 or features.shape[0] != len(names):
         raise SystemExit(f"{args.features}: features {features.shape} do not match {len(names)} names")
     left, right = features_for_pairs(names, features, [p.paths(args.ext) for p in pairs], str(args.features))
-    result = evaluate_pairs(left, right, torch.tensor([p.same for p in pairs]),
-                            torch.tensor([p.fold for p in pairs]))
+    result = evaluate_pairs(
+        left, right, torch.tensor([p.same for p in pairs]), torch.tensor([p.fold for p in pairs])
+    )
     print(json.dumps({k: v for k, v in result.items() if isinstance(v, float)} | {"pairs": len(pairs)}))
     return 0
 

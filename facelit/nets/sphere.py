@@ -2,12 +2,13 @@
 
 SphereFace-N: four stages of widths 64/128/256/512; each stage is a 3x3 stride-2 conv (+PReLU)
 followed by residual units of two 3x3 convs (+PReLU each) with an identity shortcut; no
-BatchNorm; fc5 maps the flattened last map (7x6x512 at 112x96) to the 512-d embedding. Units per
-stage (the paper's Table 2; N counts the conv layers, 4 + 2 x units): SphereFace-4 [0,0,0,0], -10 [0,1,2,0], -20 [1,2,4,1],
--36 [2,4,8,2], -64 [3,8,16,3]. The released SphereFace-64 prototxt has [3,7,16,3]; we follow
-the paper (``units=(3, 7, 16, 3)`` reproduces the prototxt). Initialisation as the official
-prototxts: Xavier for the stride-2 convs and fc5, Gaussian (std 0.01) for the residual convs,
-PReLU slopes 0.25. ``width`` scales every stage's channels (CPU demos use 0.25).
+BatchNorm; fc5 maps the flattened last map (7x6x512 at 112x96) to the 512-d embedding. Units
+per stage (the paper's Table 2; N counts the conv layers, 4 + 2 x units): SphereFace-4
+[0,0,0,0], -10 [0,1,2,0], -20 [1,2,4,1], -36 [2,4,8,2], -64 [3,8,16,3]. The released
+SphereFace-64 prototxt has [3,7,16,3]; we follow the paper (``units=(3, 7, 16, 3)`` reproduces
+the prototxt). Initialisation as the official prototxts: Xavier for the stride-2 convs and fc5,
+Gaussian (std 0.01) for the residual convs, PReLU slopes 0.25. ``width`` scales every stage's
+channels (CPU demos use 0.25).
 
 :class:`TimmEmbedding`: any timm model's pooled features -> BatchNorm -> Linear -> BatchNorm
 embedding head (the common "BN-FC-BN" head of ArcFace-style models), ``pretrained=False`` unless
@@ -72,8 +73,14 @@ class SphereNet(nn.Module):
         units: residual units per stage, overriding ``depth`` (e.g. the prototxt's (3, 7, 16, 3)).
     """
 
-    def __init__(self, depth: int = 20, image_size: Sequence[int] = (112, 96), embedding_dim: int = 512,
-                 width: float = 1.0, units: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        depth: int = 20,
+        image_size: Sequence[int] = (112, 96),
+        embedding_dim: int = 512,
+        width: float = 1.0,
+        units: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         if units is None:
             if depth not in SPHERE_UNITS:
@@ -86,7 +93,7 @@ class SphereNet(nn.Module):
         self.normalize = ImageNormalize(_SPHERE_MEAN, _SPHERE_STD)
         layers: list[nn.Module] = []
         cin = 3
-        for n, base in zip(units, SPHERE_WIDTHS):
+        for n, base in zip(units, SPHERE_WIDTHS, strict=True):
             cout = max(1, round(base * width))
             conv = nn.Conv2d(cin, cout, 3, 2, 1)
             nn.init.xavier_uniform_(conv.weight)
@@ -95,7 +102,9 @@ class SphereNet(nn.Module):
             cin = cout
         self.features = nn.Sequential(*layers)
         self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.fc5 = nn.Linear(cin * _out_side(self.image_size[0]) * _out_side(self.image_size[1]), embedding_dim)
+        self.fc5 = nn.Linear(
+            cin * _out_side(self.image_size[0]) * _out_side(self.image_size[1]), embedding_dim
+        )
         nn.init.xavier_uniform_(self.fc5.weight)
         nn.init.zeros_(self.fc5.bias)
         self.embedding_dim = int(embedding_dim)
@@ -114,29 +123,45 @@ class TimmEmbedding(nn.Module):
         fetched); dropout: before the FC.
     """
 
-    def __init__(self, name: str = "resnet18", embedding_dim: int = 512, weights_file: str | Path | None = None,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        name: str = "resnet18",
+        embedding_dim: int = 512,
+        weights_file: str | Path | None = None,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         kwargs = {"pretrained_cfg_overlay": {"file": str(weights_file)}} if weights_file else {}
         self.normalize = ImageNormalize()
         self.body = timm.create_model(name, pretrained=weights_file is not None, num_classes=0, **kwargs)
         features = self.body.num_features
-        self.head = nn.Sequential(nn.BatchNorm1d(features), nn.Dropout(dropout), nn.Linear(features, embedding_dim),
-                                  nn.BatchNorm1d(embedding_dim))
+        self.head = nn.Sequential(
+            nn.BatchNorm1d(features),
+            nn.Dropout(dropout),
+            nn.Linear(features, embedding_dim),
+            nn.BatchNorm1d(embedding_dim),
+        )
         self.embedding_dim = int(embedding_dim)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(self.normalize(images)))
 
 
-def create_embedding_net(backbone: str, image_size: Sequence[int], embedding_dim: int = 512, width: float = 1.0,
-                         weights_file: str | None = None) -> nn.Module:
+def create_embedding_net(
+    backbone: str,
+    image_size: Sequence[int],
+    embedding_dim: int = 512,
+    width: float = 1.0,
+    weights_file: str | None = None,
+) -> nn.Module:
     """``sphere4|10|20|36|64`` -> :class:`SphereNet`; any other name -> :class:`TimmEmbedding`."""
     if backbone.startswith("sphere"):
-        suffix = backbone[len("sphere"):]
+        suffix = backbone[len("sphere") :]
         if not suffix.isdigit():
             raise ValueError(f"SphereFace backbone names are sphere{{4,10,20,36,64}}, got {backbone!r}")
         if weights_file:
-            raise ValueError("weights_file applies to timm backbones; load SphereNet weights from a checkpoint")
+            raise ValueError(
+                "weights_file applies to timm backbones; load SphereNet weights from a checkpoint"
+            )
         return SphereNet(int(suffix), image_size, embedding_dim, width)
     return TimmEmbedding(backbone, embedding_dim, weights_file)

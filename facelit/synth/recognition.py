@@ -20,7 +20,6 @@ import torch
 from torch.utils.data import Dataset
 
 from facelit.geometry.align import TemplateName, align_faces
-
 from facelit.synth import Domain, render_crops
 
 __all__ = [
@@ -69,9 +68,16 @@ class RecognitionCropDataset(Dataset):
         template: alignment template name.
     """
 
-    def __init__(self, seed: int = 0, length: int = 1000, num_identities: int = 100,
-                 size: tuple[int, int] = (112, 96), render_size: int | None = None,
-                 domain: str | Domain = RECOGNITION_DOMAIN, template: TemplateName = "112x96") -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        length: int = 1000,
+        num_identities: int = 100,
+        size: tuple[int, int] = (112, 96),
+        render_size: int | None = None,
+        domain: str | Domain = RECOGNITION_DOMAIN,
+        template: TemplateName = "112x96",
+    ) -> None:
         if length < 0 or num_identities < 1:
             raise ValueError(f"need length >= 0 and num_identities >= 1, got {length}, {num_identities}")
         self.seed, self.length, self.num_identities = int(seed), int(length), int(num_identities)
@@ -92,14 +98,25 @@ class RecognitionCropDataset(Dataset):
             bad = [i for i in idx if not 0 <= i < self.length]
             if bad:
                 raise IndexError(f"index {bad[0]} out of range for a dataset of length {self.length}")
-            crops = render_crops(self.seed, idx, self.render_size, self.domain, "human", "five_point",  # type: ignore[arg-type]
-                                 self.num_identities)
+            crops = render_crops(
+                self.seed,
+                idx,
+                self.render_size,
+                self.domain,
+                "human",
+                "five_point",  # type: ignore[arg-type]
+                self.num_identities,
+            )
             images = torch.stack([c["image"] for c in crops])
             points = torch.stack([c["landmarks"] for c in crops])
             aligned, _, moved = align_faces(images, points, self.size, self.template)
             out.extend(
-                {"image": aligned[j].clamp(0, 1), "identity": crops[j]["identity"], "landmarks": moved[j],
-                 "index": torch.tensor(i)}
+                {
+                    "image": aligned[j].clamp(0, 1),
+                    "identity": crops[j]["identity"],
+                    "landmarks": moved[j],
+                    "index": torch.tensor(i),
+                }
                 for j, i in enumerate(idx)
             )
         return out
@@ -132,7 +149,7 @@ def verification_pairs(
         if repeated.numel() == 0 or members.numel() < 2:
             raise ValueError(f"fold {f + 1} has too few identities for pairs: use more images or fewer folds")
         images = [torch.nonzero(identities == i).squeeze(1) for i in members.tolist()]
-        by_id = dict(zip(members.tolist(), images))
+        by_id = dict(zip(members.tolist(), images, strict=True))
         for _ in range(pairs_per_fold):  # matched: two different images of one identity
             pool = by_id[int(repeated[torch.randint(repeated.numel(), (1,), generator=g)])]
             a, b = pool[torch.randperm(pool.numel(), generator=g)[:2]].tolist()

@@ -29,8 +29,13 @@ def _similarity(angle: float, scale: float, tx: float, ty: float) -> torch.Tenso
 def test_umeyama_recovers_exact_similarity() -> None:
     torch.manual_seed(0)
     src = torch.rand(3, 5, 2, dtype=torch.float64) * 100
-    truth = torch.stack([_similarity(0.3, 1.7, 5.0, -3.0), _similarity(-2.0, 0.4, 40.0, 2.0),
-                         _similarity(math.pi, 1.0, 0.0, 0.0)])
+    truth = torch.stack(
+        [
+            _similarity(0.3, 1.7, 5.0, -3.0),
+            _similarity(-2.0, 0.4, 40.0, 2.0),
+            _similarity(math.pi, 1.0, 0.0, 0.0),
+        ]
+    )
     dst = transform_points(truth, src)
     assert torch.allclose(umeyama_similarity(src, dst), truth, atol=1e-9)
 

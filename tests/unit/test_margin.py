@@ -149,7 +149,9 @@ def test_gradcheck_float64(kind: str) -> None:
     y = torch.tensor([0, 1, 2, 1, 0])
     w = loss.weight.detach().clone().requires_grad_(True)
     b = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    params = (lambda wb, bb: {"weight": wb, "bias": bb}) if kind == "softmax" else (lambda wb, bb: {"weight": wb})
+    params = (
+        (lambda wb, bb: {"weight": wb, "bias": bb}) if kind == "softmax" else (lambda wb, bb: {"weight": wb})
+    )
     assert torch.autograd.gradcheck(
         lambda a, wb, bb: torch.func.functional_call(loss, params(wb, bb), (a, y)), (x, w, b)
     )
@@ -200,7 +202,7 @@ def test_shard_range_covers_every_class_once() -> None:
     for c, w in [(10, 2), (11, 3), (1_000_000, 8)]:
         ranges = [shard_range(c, r, w) for r in range(w)]
         assert ranges[0][0] == 0 and ranges[-1][1] == c
-        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+        assert all(a[1] == b[0] for a, b in zip(ranges[:-1], ranges[1:], strict=True))
 
 
 def test_scale_gradient() -> None:

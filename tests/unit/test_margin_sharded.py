@@ -18,8 +18,10 @@ def _inputs() -> tuple[torch.Tensor, torch.Tensor, dict[str, dict[str, torch.Ten
     y = torch.randint(0, CLASSES, (WORLD * PER_RANK,), generator=g)
     y[:CLASSES] = torch.arange(CLASSES)  # every shard holds targets
     torch.manual_seed(0)  # the same classifier weights in every process
-    states = {kind: MarginLoss(DIM, CLASSES, kind=kind, m=KIND_DEFAULT_M[kind], s=8.0).double().state_dict()
-              for kind in MARGIN_KINDS}
+    states = {
+        kind: MarginLoss(DIM, CLASSES, kind=kind, m=KIND_DEFAULT_M[kind], s=8.0).double().state_dict()
+        for kind in MARGIN_KINDS
+    }
     for state in states.values():
         state["iteration"].fill_(400)
     return x, y, states
@@ -36,14 +38,20 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         start, stop = shard_range(CLASSES, rank, WORLD)
         results = {}
         for kind, state in states.items():
-            loss = ShardedMarginLoss(DIM, CLASSES, rank, WORLD, kind=kind, m=KIND_DEFAULT_M[kind], s=8.0).double()
+            loss = ShardedMarginLoss(
+                DIM, CLASSES, rank, WORLD, kind=kind, m=KIND_DEFAULT_M[kind], s=8.0
+            ).double()
             shard = {k: (v[start:stop] if k in ("weight", "bias") else v) for k, v in state.items()}
             loss.load_state_dict(shard)
             feats = x[rows].clone().requires_grad_(True)
             value = loss(feats, y[rows])
             value.backward()
-            results[kind] = {"loss": value.detach(), "x_grad": feats.grad, "w_grad": loss.weight.grad,
-                             "b_grad": None if loss.bias is None else loss.bias.grad}
+            results[kind] = {
+                "loss": value.detach(),
+                "x_grad": feats.grad,
+                "w_grad": loss.weight.grad,
+                "b_grad": None if loss.bias is None else loss.bias.grad,
+            }
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -66,7 +74,9 @@ def test_sharded_loss_and_gradients_equal_single_process(tmp_path: Path) -> None
             start, stop = shard_range(CLASSES, r, WORLD)
             g = got[kind]
             assert torch.allclose(g["loss"], value.detach(), atol=1e-12), (kind, r)
-            assert torch.allclose(g["x_grad"], feats.grad[r * PER_RANK : (r + 1) * PER_RANK], atol=1e-12), kind
+            assert torch.allclose(g["x_grad"], feats.grad[r * PER_RANK : (r + 1) * PER_RANK], atol=1e-12), (
+                kind
+            )
             assert torch.allclose(g["w_grad"], ref.weight.grad[start:stop], atol=1e-12), (kind, r)
             if ref.bias is not None:
                 assert torch.allclose(g["b_grad"], ref.bias.grad[start:stop], atol=1e-12), kind

@@ -29,7 +29,9 @@ def test_landmark_file_frames_and_labels(tmp_path: Path) -> None:
     got = read_landmark_file(f, "matlab")
     assert got["a/001.jpg"][0] == 3 and got["b/002.jpg"][0] is None
     assert torch.allclose(got["a/001.jpg"][1], alignment_template(), atol=1e-4)
-    assert torch.allclose(read_landmark_file(f, "zero_based")["a/001.jpg"][1], alignment_template() + 1, atol=1e-4)
+    assert torch.allclose(
+        read_landmark_file(f, "zero_based")["a/001.jpg"][1], alignment_template() + 1, atol=1e-4
+    )
 
 
 def test_landmark_file_bad_lines(tmp_path: Path) -> None:
@@ -51,7 +53,9 @@ def _tree(root: Path) -> None:
     for ident, count in (("0000045", 2), ("0000099", 1)):
         (root / ident).mkdir(parents=True)
         for k in range(count):
-            Image.fromarray(rng.integers(0, 255, (112, 96, 3), dtype=np.uint8)).save(root / ident / f"{k + 1:03d}.jpg")
+            Image.fromarray(rng.integers(0, 255, (112, 96, 3), dtype=np.uint8)).save(
+                root / ident / f"{k + 1:03d}.jpg"
+            )
 
 
 def test_identity_folders_and_aligned_crops(tmp_path: Path, caplog) -> None:
@@ -65,7 +69,9 @@ def test_identity_folders_and_aligned_crops(tmp_path: Path, caplog) -> None:
     assert len(ds) == 2 and ds.missing == ["0000099/001.jpg"]
     assert "1 of 3 images" in caplog.text
     sample = ds[1]
-    original = torch.from_numpy(np.asarray(Image.open(tmp_path / "casia/0000045/002.jpg"))).permute(2, 0, 1) / 255
+    original = (
+        torch.from_numpy(np.asarray(Image.open(tmp_path / "casia/0000045/002.jpg"))).permute(2, 0, 1) / 255
+    )
     assert torch.allclose(sample["image"], original, atol=1e-4)  # template landmarks: identity warp
     assert sample["identity"].item() == 0
 
@@ -85,7 +91,11 @@ def test_pair_dataset_from_lfw_pairs(tmp_path: Path) -> None:
     lm.write_text(lm.read_text() + f"B/B_0001.jpg {TEMPLATE_MATLAB}\n")
     ds = PairDataset.from_pairs(root, pairs, read_landmark_file(lm))
     item = ds[1]
-    assert not item["same"] and item["fold"] == 1 and item["image"][0].mean() == pytest.approx(40 / 255, abs=0.01)
+    assert (
+        not item["same"]
+        and item["fold"] == 1
+        and item["image"][0].mean() == pytest.approx(40 / 255, abs=0.01)
+    )
 
 
 def test_synthetic_crops_are_aligned_and_deterministic() -> None:
@@ -100,19 +110,26 @@ def test_synthetic_crops_are_aligned_and_deterministic() -> None:
     # closer to the eyes), so points sit a few pixels off the template, consistently
     assert (points.mean(0) - alignment_template(56, 48)).norm(dim=-1).max() < 6.0
     again = ds[4]
-    assert torch.allclose(again["image"], items[4]["image"], atol=1e-4) and again["identity"] == items[4]["identity"]
-    other = RecognitionCropDataset(seed=unseen_seed(3), length=6, num_identities=4, size=(56, 48), render_size=64)
+    assert (
+        torch.allclose(again["image"], items[4]["image"], atol=1e-4)
+        and again["identity"] == items[4]["identity"]
+    )
+    other = RecognitionCropDataset(
+        seed=unseen_seed(3), length=6, num_identities=4, size=(56, 48), render_size=64
+    )
     assert not torch.allclose(other[4]["image"], items[4]["image"], atol=0.05)
 
 
 def test_verification_pairs_follow_lfw_view2() -> None:
-    identities = torch.arange(40).repeat_interleave(3)[torch.randperm(120, generator=torch.Generator().manual_seed(0))]
+    identities = torch.arange(40).repeat_interleave(3)[
+        torch.randperm(120, generator=torch.Generator().manual_seed(0))
+    ]
     left, right, same, fold = verification_pairs(identities, pairs_per_fold=5, num_folds=10, seed=0)
     assert left.shape == (100,) and int(same.sum()) == 50
     assert torch.equal(same[:10], torch.tensor([True] * 5 + [False] * 5))  # per fold: matched first
     assert torch.equal(identities[left] == identities[right], same) and bool((left != right).all())
     fold_of: dict[int, int] = {}
-    for a, b, f in zip(left.tolist(), right.tolist(), fold.tolist()):
+    for a, b, f in zip(left.tolist(), right.tolist(), fold.tolist(), strict=True):
         for ident in (int(identities[a]), int(identities[b])):
             assert fold_of.setdefault(ident, f) == f  # identity-disjoint folds
 

@@ -15,20 +15,44 @@ SIZE = (32, 32)
 
 
 def _data() -> FaceRecognitionDataModule:
-    return FaceRecognitionDataModule(image_size=SIZE, num_identities=6, batch_size=4, num_workers=0,
-                                     synth_train_size=8, synth_eval_identities=30, synth_eval_size=150,
-                                     synth_pairs_per_fold=2, synth_cache=True)
+    return FaceRecognitionDataModule(
+        image_size=SIZE,
+        num_identities=6,
+        batch_size=4,
+        num_workers=0,
+        synth_train_size=8,
+        synth_eval_identities=30,
+        synth_eval_size=150,
+        synth_pairs_per_fold=2,
+        synth_cache=True,
+    )
 
 
 def _module() -> SphereFaceModule:
-    return SphereFaceModule(backbone="sphere4", image_size=SIZE, num_identities=6, embedding_dim=8, width=0.125,
-                            optimizer="sgd", lr=0.01, scheduler="none")
+    return SphereFaceModule(
+        backbone="sphere4",
+        image_size=SIZE,
+        num_identities=6,
+        embedding_dim=8,
+        width=0.125,
+        optimizer="sgd",
+        lr=0.01,
+        scheduler="none",
+    )
 
 
 def _trainer(root: Path, steps: int) -> pl.Trainer:
-    return pl.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                      default_root_dir=root, num_sanity_val_steps=0, limit_val_batches=0,
-                      callbacks=[pl.callbacks.ModelCheckpoint(dirpath=root, save_last=True)])
+    return pl.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=root,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[pl.callbacks.ModelCheckpoint(dirpath=root, save_last=True)],
+    )
 
 
 def test_lambda_advances_per_step_and_resumes(tmp_path: Path) -> None:
@@ -45,8 +69,9 @@ def test_lambda_advances_per_step_and_resumes(tmp_path: Path) -> None:
 
 def test_validation_scores_pairs_and_predict_gives_flip_features(tmp_path: Path) -> None:
     data, module = _data(), _module()
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                         default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
     metrics = trainer.validate(module, data)[0]
     assert 0.0 <= metrics["val/accuracy"] <= 1.0 and "val/tar@far=1e-3" in metrics
     out = trainer.predict(module, data)
@@ -58,13 +83,33 @@ def test_validation_scores_pairs_and_predict_gives_flip_features(tmp_path: Path)
 @pytest.mark.ddp
 @pytest.mark.slow
 def test_sharded_classifier_under_ddp_saves_the_full_classifier(tmp_path: Path) -> None:
-    data, module = _data(), SphereFaceModule(backbone="sphere4", image_size=SIZE, num_identities=6, embedding_dim=8,
-                                             width=0.125, optimizer="sgd", lr=0.5, scheduler="none",
-                                             shard_classifier=True)
+    data, module = (
+        _data(),
+        SphereFaceModule(
+            backbone="sphere4",
+            image_size=SIZE,
+            num_identities=6,
+            embedding_dim=8,
+            width=0.125,
+            optimizer="sgd",
+            lr=0.5,
+            scheduler="none",
+            shard_classifier=True,
+        ),
+    )
     before = module.criterion.weight.detach().clone()
-    trainer = pl.Trainer(max_steps=2, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
-                         enable_progress_bar=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
-                         limit_val_batches=0, callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)])
+    trainer = pl.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)],
+    )
     trainer.fit(module, data)
     state = torch.load(tmp_path / "last.ckpt", weights_only=False)["state_dict"]
     weight = state["criterion.weight"]

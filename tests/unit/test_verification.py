@@ -28,11 +28,16 @@ def test_accuracy_is_strict_on_both_sides() -> None:
     scores, same = torch.tensor([0.5, 0.2, 0.5], dtype=torch.float64), torch.tensor([True, False, False])
     # pos 0.5 > 0.5 fails, neg 0.2 < 0.5 holds, neg 0.5 < 0.5 fails
     assert pair_accuracy(scores, same, torch.tensor([0.5])).tolist() == pytest.approx([1 / 3])
-    assert pair_accuracy(scores, same, torch.tensor([0.1, 0.3, 0.6])).tolist() == pytest.approx([1 / 3, 2 / 3, 2 / 3])
+    assert pair_accuracy(scores, same, torch.tensor([0.1, 0.3, 0.6])).tolist() == pytest.approx(
+        [1 / 3, 2 / 3, 2 / 3]
+    )
 
 
 def test_best_threshold_is_the_mean_of_the_best_grid_points() -> None:
-    scores, same = torch.tensor([0.3, 0.5, 0.1, 0.2], dtype=torch.float64), torch.tensor([True, True, False, False])
+    scores, same = (
+        torch.tensor([0.3, 0.5, 0.1, 0.2], dtype=torch.float64),
+        torch.tensor([True, True, False, False]),
+    )
     # accuracy 1 exactly for 0.2 < t < 0.3: grid points 0.2001 ... 0.2999, mean 0.25
     assert best_threshold(scores, same) == pytest.approx(0.25, abs=1e-9)
 
@@ -82,7 +87,9 @@ def _random_pairs(seed: int = 0, per_fold: int = 12) -> tuple[torch.Tensor, ...]
     n = 20 * per_fold
     same = torch.tensor(([True] * per_fold + [False] * per_fold) * 10)
     left = torch.randn(n, 6, generator=g) + 1.0
-    right = torch.where(same[:, None], left + 0.9 * torch.randn(n, 6, generator=g), torch.randn(n, 6, generator=g) + 1.0)
+    right = torch.where(
+        same[:, None], left + 0.9 * torch.randn(n, 6, generator=g), torch.randn(n, 6, generator=g) + 1.0
+    )
     fold = torch.arange(10).repeat_interleave(2 * per_fold) + 1
     return left, right, same, fold
 
@@ -104,7 +111,9 @@ def test_metric_deduplicates_padded_pairs() -> None:
     metric.update(left[:150], right[:150], same[:150], fold[:150], index[:150])
     metric.update(left[140:], right[140:], same[140:], fold[140:], index[140:])  # 10 repeated pairs
     got = metric.compute()
-    assert got["accuracy"].item() == pytest.approx(evaluate_pairs(left, right, same, fold)["accuracy"], abs=1e-6)
+    assert got["accuracy"].item() == pytest.approx(
+        evaluate_pairs(left, right, same, fold)["accuracy"], abs=1e-6
+    )
     assert set(got) >= {"accuracy", "std", "threshold", "tar@far=1e-3", "tar@far=1e-4"}
 
 
