@@ -53,6 +53,7 @@ LINKS: tuple[tuple[str, str], ...] = (
     ("data.init_args.image_size", "model.init_args.image_size"),
     ("data.init_args.mesh", "model.init_args.mesh"),
     ("data.init_args.num_identities", "model.init_args.num_identities"),
+    ("data.init_args.stage", "model.init_args.stage"),  # MTCNN: the cascade stage a run trains
 )
 _MISSING = inspect.Parameter.empty
 
