@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from facelit.datasets.crops import load_rgb, make_crop_sample, square_box
+from facelit.datasets.crops import load_rgb
+from facelit.datasets.pose_crops import pose_crop_sample
 from facelit.geometry.pose import ypr_from_biwi_pose_matrix
 
 __all__ = [
@@ -196,13 +197,4 @@ class BiwiDataset(Dataset):
             h, w = image.shape[-2:]
             side = min(h, w)
             face = torch.tensor([(w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2])
-        return make_crop_sample(
-            image,
-            torch.zeros(0, 2),
-            torch.zeros(0, dtype=torch.bool),
-            square_box(face, self.margin),
-            self.size,
-            pose=self.poses[index],
-            face_box=face,
-            meta={"file": self.names[index]},
-        )
+        return pose_crop_sample(image, face, self.poses[index], self.size, self.margin, self.names[index])

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from facelit.datasets.crops import load_rgb, make_crop_sample, square_box
+from facelit.datasets.crops import load_rgb
+from facelit.datasets.pose_crops import pose_crop_sample
 
 __all__ = ["read_synhead_csv", "SynHeadDataset"]
 
@@ -86,13 +87,4 @@ class SynHeadDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         image = load_rgb(self.csv_file.parent / self.names[index])
         face = self.boxes[index]
-        return make_crop_sample(
-            image,
-            torch.zeros(0, 2),
-            torch.zeros(0, dtype=torch.bool),
-            square_box(face, self.margin),
-            self.size,
-            pose=self.poses[index],
-            face_box=face,
-            meta={"file": self.names[index]},
-        )
+        return pose_crop_sample(image, face, self.poses[index], self.size, self.margin, self.names[index])
