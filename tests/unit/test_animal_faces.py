@@ -98,7 +98,8 @@ def test_synthetic_batches_mirror_matches_with_the_animal():
     kwargs = dict(
         synth_train_size=6,
         synth_val_size=2,
-        synth_human_size=4, num_matches=2,
+        synth_human_size=4,
+        num_matches=2,
         image_size=32,
         batch_size=6,
         num_workers=0,
@@ -117,3 +118,26 @@ def test_synthetic_batches_mirror_matches_with_the_animal():
     )
     mirrored = a["match_points"][:, :, perm] * torch.tensor([-1.0, 1.0])
     assert torch.allclose(b["match_points"], mirrored, atol=1e-6)
+
+
+def test_batched_augment_mirrors_matches_and_augments_humans():
+    dm = AnimalFaceDataModule(
+        synth_train_size=4,
+        synth_val_size=2,
+        synth_human_size=4,
+        num_matches=2,
+        image_size=32,
+        batch_size=4,
+        num_workers=0,
+        augment="gpu",
+        flip_p=1.0,
+        rotation=0.0,
+    )
+    dm.setup("fit")
+    batch = collate_crops([dm.train_set[i] for i in range(4)])
+    out = dm.batched_augment(batch)
+    perm = ANIMAL5.flip_tensor()
+    assert torch.allclose(out["match_points"], batch["match_points"][:, :, perm] * torch.tensor([-1.0, 1.0]))
+    assert torch.allclose(out["landmarks"][..., 0], 32.0 - batch["landmarks"][:, perm, 0], atol=1e-3)
+    assert torch.allclose(out["human_image"], batch["human_image"].flip(-1), atol=1e-5)
+    assert "flipped" not in out and "affine" not in out
