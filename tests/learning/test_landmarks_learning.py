@@ -1,38 +1,113 @@
-"""Landmark regression learns on the synthetic world: a bounded version of the demo target
-(configs/demo/landmarks_300wlp.yaml: inter-ocular NME < 6 % on synthetic val in 10 minutes).
+"""Landmark regression learns on the synthetic world, and the heatmap-vs-regression ablation in
+miniature.
 
-Here: the demo config (64x64 crops of the moderate-pose 'target' domain, ResNet-18 regressor,
-Wing loss) for 300 steps on a cached set of 2,000 crops. Stated thresholds: val NME below 0.25
-and below half of the untrained model's NME (before fit, every point sits near the crop centre;
-measured 0.70; fit then starts the regression bias at the mean training shape). Measured while writing this test: 0.224 after 200 steps,
-0.164 after 400 and 0.138 after 600 in the full demo."""
+Setting: the demo recipe (configs/demo/landmarks_300wlp.yaml: 64x64 crops of the moderate-pose
+'target' domain, ResNet-18, Wing loss, AdamW, cosine) at a fixed budget of STEPS steps of BATCH
+crops, on one cached set of TRAIN_SIZE training and VAL_SIZE validation crops, for each head and
+each seed of SEEDS (the seed sets the initialisation and the augmentation stream). The heatmap head
+uses HEATMAP_CHANNELS deconvolution channels, so that both heads cost about the same per step.
+
+Baseline: the mean-shape predictor (the mean training shape for every image: the strongest
+image-blind predictor), scored with the same inter-ocular NME on the same validation crops.
+The regression head (the recipe) must reach NME below MARGIN times the mean shape's for every seed:
+a predictor that ignores the image cannot get there. The heatmap head must beat the mean shape.
+Measured when this test was written: mean shape 0.3346; regression 0.2299 (seed 0) and 0.2324
+(seed 1), i.e. 0.69x; heatmap 0.2912 (seed 0, 0.87x). The ablation's figures are printed (run with
+``-s``); its direction (regression ahead at this budget) is not asserted: heatmap seed 1 was killed
+by the out-of-memory killer of the shared machine, so the direction was not measured over the seed
+set (README, "Landmarks demo and learning test").
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
+import torch
 
 from cli import main
+from facelit.metrics.landmarks import LandmarkMetrics
+from facelit.nets.landmark_net import mean_shape
 
 REPO = Path(__file__).resolve().parents[2]
-NME_THRESHOLD = 0.25
+DEMO = REPO / "configs" / "demo" / "landmarks_300wlp.yaml"
+STEPS = 200
+BATCH = 32
+WARMUP = 20
+TRAIN_SIZE = 1000
+VAL_SIZE = 128
+SEEDS = (0, 1)
+HEADS = ("regression", "heatmap")
+HEATMAP_CHANNELS = 64
+MARGIN = 0.75
+
+
+def _cli(tmp_path: Path, head: str, seed: int):
+    args = [
+        "--config", str(DEMO), f"--seed_everything={seed}",
+        f"--trainer.max_steps={STEPS}", "--trainer.val_check_interval=null",
+        "--trainer.check_val_every_n_epoch=1000", "--trainer.max_epochs=1000",
+        f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_checkpointing=false", "--trainer.callbacks=[]",
+        f"--model.init_args.head={head}", f"--model.init_args.head_channels={HEATMAP_CHANNELS}",
+        f"--model.init_args.warmup_steps={WARMUP}",
+        "--data.init_args.num_workers=0", f"--data.init_args.batch_size={BATCH}",
+        f"--data.init_args.synth_train_size={TRAIN_SIZE}", f"--data.init_args.synth_val_size={VAL_SIZE}",
+    ]
+    return main(args, run=False)
+
+
+def _mean_shape_nme(datamodule) -> float:
+    """Inter-ocular NME on the validation crops of predicting the mean training shape everywhere."""
+    train = datamodule.train_set.dataset  # the cached crops under the augmentation wrapper
+    points = torch.stack([train[i]["landmarks"] for i in range(len(train))])
+    visible = torch.stack([train[i]["landmarks_visible"] for i in range(len(train))])
+    shape = mean_shape(points, visible)
+    val = [datamodule.val_set[i] for i in range(len(datamodule.val_set))]
+    target = torch.stack([s["landmarks"] for s in val])
+    metric = LandmarkMetrics("inter_ocular", "ibug68")
+    metric.update(shape.expand_as(target), target, torch.stack([s["landmarks_visible"] for s in val]))
+    return float(metric.compute()["nme"])
+
+
+def _shared_data(tmp: Path):
+    data = _cli(tmp, "regression", SEEDS[0]).datamodule  # one cached set for every run
+    data.setup("fit")
+    return data
+
+
+def _train(tmp: Path, data, head: str, seed: int) -> float:
+    """Validation NME after STEPS steps of ``head`` from seed ``seed``."""
+    cli = _cli(tmp / f"{head}{seed}", head, seed)
+    pl.seed_everything(seed, workers=True)
+    cli.trainer.fit(cli.model, data)
+    nme = cli.trainer.validate(cli.model, data, verbose=False)[0]["val/nme"]
+    print(f"\nlandmarks {head} seed {seed}: val NME {nme:.4f}", flush=True)
+    return nme
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory) -> dict:
+    """NME after STEPS steps for every (head, seed), and the mean shape's NME."""
+    tmp = tmp_path_factory.mktemp("landmarks")
+    data = _shared_data(tmp)
+    results = {"mean_shape": _mean_shape_nme(data)}
+    for head in HEADS:
+        for seed in SEEDS:
+            results[head, seed] = _train(tmp, data, head, seed)
+    print(f"\nlandmarks, {STEPS} steps x {BATCH} crops: mean shape NME {results['mean_shape']:.4f}; "
+          + "; ".join(f"{h} seed {s}: {results[h, s]:.4f}" for h in HEADS for s in SEEDS))
+    return results
 
 
 @pytest.mark.slow
-def test_landmark_regression_beats_threshold_and_mean_shape(tmp_path: Path):
-    args = [
-        "--config", str(REPO / "configs" / "demo" / "landmarks_300wlp.yaml"),
-        "--trainer.max_steps=300", "--trainer.val_check_interval=null", "--trainer.check_val_every_n_epoch=1000",
-        "--trainer.max_epochs=1000", f"--trainer.default_root_dir={tmp_path}",
-        f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.enable_progress_bar=false",
-        "--trainer.max_time=null", "--data.init_args.num_workers=0",
-        "--data.init_args.synth_train_size=2000", "--data.init_args.synth_val_size=128",
-    ]
-    cli = main(args, run=False)
-    baseline = cli.trainer.validate(cli.model, cli.datamodule, verbose=False)[0]["val/nme"]
-    cli.trainer.fit(cli.model, cli.datamodule)
-    trained = cli.trainer.validate(cli.model, cli.datamodule, verbose=False)[0]["val/nme"]
-    print(f"landmarks: baseline NME {baseline:.4f} -> trained NME {trained:.4f}")
-    assert trained < NME_THRESHOLD, trained
-    assert trained < 0.5 * baseline, (baseline, trained)
+def test_regression_beats_the_mean_shape_by_a_margin(ablation: dict):
+    for seed in SEEDS:
+        assert ablation["regression", seed] < MARGIN * ablation["mean_shape"], (seed, ablation)
+
+
+@pytest.mark.slow
+def test_heatmap_head_beats_the_mean_shape(ablation: dict):
+    for seed in SEEDS:
+        assert ablation["heatmap", seed] < ablation["mean_shape"], (seed, ablation)
