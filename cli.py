@@ -54,6 +54,7 @@ LINKS: tuple[tuple[str, str], ...] = (
     ("data.init_args.mesh", "model.init_args.mesh"),
     ("data.init_args.num_identities", "model.init_args.num_identities"),
     ("data.init_args.stage", "model.init_args.stage"),  # MTCNN: the cascade stage a run trains
+    ("data.init_args.scale", "model.init_args.scale"),  # tiny-face GAN: the super-resolution factor
 )
 _MISSING = inspect.Parameter.empty
 

@@ -93,7 +93,7 @@ class TinyFaceGANModule(FaceModule):
     Args:
         g_channels, g_upsample_blocks, g_refine_blocks, g_deconv_channels, g_residual: generator
             (``facelit.nets.tinyface_gan.TinyFaceGenerator``; paper: 64, 8, 8, 256, False).
-        scale: super-resolution factor (4; set it equal to the datamodule's ``scale``).
+        scale: super-resolution factor (4; linked from the datamodule's ``scale`` by the CLI).
         d_widths, d_convs_per_stage, d_batch_norm: discriminator (VGG19: 64-128-256-512-512, 2-2-4-4-4).
         alpha, beta: adversarial and classification weights of the generator loss.
         d_lr: discriminator learning rate (None: ``lr``); both players use ``optimizer``, ``weight_decay``,

@@ -29,7 +29,12 @@ FACE_DATA = [
     "--data.init_args.synth_cache=false",
 ]
 TINY: dict[str, list[str]] = {
-    "wider_face": [*FACE_DATA, "--data.init_args.image_size=64", "--data.init_args.synth_max_faces=3"],
+    "wider_face": [
+        *FACE_DATA,
+        "--data.init_args.image_size=64",
+        "--data.init_args.synth_max_faces=3",
+        "--model.init_args.weights_file=null",  # the paper config names ImageNet weights nobody downloads here
+    ],
     "w300lp": [*FACE_DATA, "--data.init_args.image_size=64"],
     "aflw": [*FACE_DATA, "--data.init_args.image_size=64"],
     "animal_faces": [*FACE_DATA, "--data.init_args.image_size=32", "--data.init_args.synth_train_size=4",

@@ -240,6 +240,7 @@ def test_pretrained_cascade_predicts_through_the_cli(tmp_path):
             str(REPO / "configs" / "mtcnn_pretrained.yaml"),
             "--trainer.accelerator=cpu",
             "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}",  # the saved config.yaml lands here, not in the repo
             f"--data.init_args.predict_images={images}",
             "--data.init_args.num_workers=0",
             f"--model.init_args.predict_dir={out}",
