@@ -2,9 +2,9 @@
 warping net) beats the mean-shape predictor by a margin and fails less often than scratch.
 
 Measured with ``run_method`` at this budget (60 human + 40 warping + 160 animal steps, batch 32,
-64 px; 2-core CPU shared by many jobs): average failure rate, seed 0 / seed 1 -- mean shape
-0.393 / 0.374, scratch 0.399 / -, BL-FT 0.415 / -, full 0.264 / 0.282. Scratch and BL-FT do not
-leave the mean shape within 160 animal steps; the full method does.
+64 px): average failure rate, seed 0 / seed 1 -- mean shape 0.393 / 0.374, scratch 0.399 / 0.438,
+BL-FT 0.415 / 0.391, BL-TPS 0.352 / 0.312, full 0.264 / 0.282. Scratch and BL-FT do not leave the mean
+shape within 160 animal steps; the full method does.
 """
 
 from __future__ import annotations
