@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 from torchmetrics.utilities import dim_zero_cat
 
-from callbacks.images import log_images
+from callbacks.images import epoch_due, log_images
 from facelit.viz import figure_to_uint8, plot_ced
 
 __all__ = ["CEDPlot"]
@@ -29,7 +29,7 @@ class CEDPlot(pl.Callback):
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metric = getattr(pl_module, "val_metrics", None)
-        if metric is None or trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+        if metric is None or not epoch_due(trainer, self.every_n_epochs):
             return
         with metric.sync_context(should_sync=trainer.world_size > 1):
             nmes = dim_zero_cat(metric.nmes).cpu() if metric.nmes else None

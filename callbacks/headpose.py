@@ -6,7 +6,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from callbacks.images import log_images
+from callbacks.images import epoch_due, log_images
 from facelit.viz import figure_to_uint8
 
 __all__ = ["HeadPosePlots", "error_by_yaw", "plot_error_by_yaw", "plot_weight_histogram"]
@@ -98,7 +98,7 @@ class HeadPosePlots(pl.Callback):
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = getattr(pl_module, "val_metrics", None)
-        if metrics is None or trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+        if metrics is None or not epoch_due(trainer, self.every_n_epochs):
             return
         curves = {name: m.samples() for name, m in metrics.items() if m.update_count > 0}
         images = [plot_error_by_yaw(curves)] if curves and trainer.is_global_zero else []

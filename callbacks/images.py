@@ -8,7 +8,12 @@ import numpy as np
 import pytorch_lightning as pl
 from PIL import Image
 
-__all__ = ["log_images"]
+__all__ = ["epoch_due", "log_images"]
+
+
+def epoch_due(trainer: pl.Trainer, every_n_epochs: int) -> bool:
+    """Whether a visual callback draws in this validation: not in the sanity check, every n-th epoch."""
+    return not trainer.sanity_checking and trainer.current_epoch % every_n_epochs == 0
 
 
 def log_images(trainer: pl.Trainer, key: str, images: list[np.ndarray], captions: list[str] | None = None) -> list[Path]:

@@ -7,7 +7,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from callbacks.images import log_images
+from callbacks.images import epoch_due, log_images
 from facelit.viz import draw_overlay, grid
 
 __all__ = ["WarpPanels"]
@@ -40,7 +40,7 @@ class WarpPanels(pl.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if batch_idx != 0 or trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+        if batch_idx != 0 or not epoch_due(trainer, self.every_n_epochs):
             return
         if not hasattr(pl_module, "warp_panels"):
             return

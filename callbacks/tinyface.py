@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from callbacks.images import log_images
+from callbacks.images import epoch_due, log_images
 from facelit.viz import grid, to_uint8
 
 __all__ = ["SuperResolutionGrid", "COLUMNS", "sr_grid"]
@@ -54,7 +54,7 @@ class SuperResolutionGrid(pl.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if batch_idx != 0 or trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+        if batch_idx != 0 or not epoch_due(trainer, self.every_n_epochs):
             return
         if not hasattr(pl_module, "super_resolve") or batch["lr"].shape[0] == 0:
             return
