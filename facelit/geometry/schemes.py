@@ -26,6 +26,7 @@ __all__ = [
     "AFLW21",
     "AFLW19",
     "ANIMAL5",
+    "REDNET7",
     "SCHEMES",
     "get_scheme",
     "subset_from_ibug68",
@@ -164,7 +165,18 @@ ANIMAL5 = LandmarkScheme(
     None,
 )
 
-SCHEMES: dict[str, LandmarkScheme] = {s.name: s for s in (IBUG68, FIVE_POINT, AFLW21, AFLW19, ANIMAL5)}
+# The 7 points of the RED-Net demo (Peng et al., ECCV 2016): eye corners, nose tip, mouth corners.
+REDNET7 = LandmarkScheme(
+    "rednet7",
+    ("left_eye_left", "left_eye_right", "right_eye_left", "right_eye_right", "nose_tip", "mouth_left",
+     "mouth_right"),
+    _pairs_to_perm(7, [(0, 3), (1, 2), (5, 6)]),
+    ((36,), (39,), (42,), (45,), (30,), (48,), (54,)),
+)
+
+SCHEMES: dict[str, LandmarkScheme] = {
+    s.name: s for s in (IBUG68, FIVE_POINT, AFLW21, AFLW19, ANIMAL5, REDNET7)
+}
 
 
 def get_scheme(name: str) -> LandmarkScheme:
