@@ -49,7 +49,7 @@ from .render import (
 )
 from .rng import generator
 
-_CROP_DRAWS = 16 + EXPRESSION_DRAWS + BACKGROUND_DRAWS + _CROP_CLUTTER_MAX * _SHAPE_DRAWS + 20
+CROP_DRAWS = 16 + EXPRESSION_DRAWS + BACKGROUND_DRAWS + _CROP_CLUTTER_MAX * _SHAPE_DRAWS + 20
 
 
 def render_crops(
@@ -63,20 +63,52 @@ def render_crops(
     mesh: bool = False,
 ) -> list[dict[str, torch.Tensor]]:
     """Face-crop samples ``render_crop(seed, i, ...)`` for every i of ``indices``, rendered together."""
-    dom = get_domain(domain)
+    _check_crop_args(domain, species, scheme, size, num_identities)
+    s = int(size)
+    if len(indices) == 0:
+        return []
+    gens = [generator(seed, int(i), "crop") for i in indices]
+    u = torch.stack([torch.rand(CROP_DRAWS, generator=g) for g in gens])
+    noise = torch.stack([torch.randn(background_noise_size(s, s), generator=g) for g in gens])
+    return render_crops_from_draws(seed, u, noise, size, domain, species, scheme, num_identities, mesh)
+
+
+def _check_crop_args(domain: str, species: str, scheme: str, size: int, num_identities: int) -> None:
+    get_domain(domain)
     check_species(species)
     _check_scheme(species, scheme)
     if int(size) < 16:
         raise ValueError(f"render_crop: size must be >= 16, got {size}")
     if int(num_identities) < 1:
         raise ValueError(f"render_crop: num_identities must be >= 1, got {num_identities}")
-    s, b = int(size), len(indices)
+
+
+def render_crops_from_draws(
+    seed: int,
+    u: torch.Tensor,
+    noise: torch.Tensor,
+    size: int = 128,
+    domain: str = "source",
+    species: str = "human",
+    scheme: str = "ibug68",
+    num_identities: int = 100,
+    mesh: bool = False,
+) -> list[dict[str, torch.Tensor]]:
+    """Face-crop samples from explicit random draws (what ``render_crops`` draws per sample).
+
+    Args:
+        seed: world seed (identity assets are deterministic in (seed, identity)).
+        u: (B, CROP_DRAWS) uniform draws in [0, 1), consumed in column order (identity, pose,
+            expression, framing, lights, background, clutter, occluder, blur, finish).
+        noise: (B, background_noise_size(size, size)) standard-normal background draws.
+        size, domain, species, scheme, num_identities, mesh: as ``render_crop``.
+    """
+    _check_crop_args(domain, species, scheme, size, num_identities)
+    dom = get_domain(domain)
+    s, b = int(size), u.shape[0]
     if b == 0:
         return []
     model = head_model(species)
-    gens = [generator(seed, int(i), "crop") for i in indices]
-    u = torch.stack([torch.rand(_CROP_DRAWS, generator=g) for g in gens])
-    noise = torch.stack([torch.randn(background_noise_size(s, s), generator=g) for g in gens])
     d = _Draws(u)
     identity = (d.take(1)[:, 0] * num_identities).long().clamp(max=int(num_identities) - 1)
     assets = _stack_assets(
