@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from cli import main  # noqa: E402
 from tests.learning.test_retinaface_learning import prior_ap  # noqa: E402
+from tests.support import budget_args  # noqa: E402
 
 ARMS = {"landmarks": 0.1, "box_only": 0.0}
 SETTINGS = ("easy", "medium", "hard")
@@ -39,10 +40,7 @@ def run(steps: int, seeds: list[int], size: int, train_scenes: int, val_scenes: 
                 args = [
                     "--config", str(REPO / "configs" / "demo" / "retinaface.yaml"),
                     f"--seed_everything={seed}", f"--model.init_args.landmark_weight={weight}",
-                    f"--trainer.max_steps={steps}", "--trainer.val_check_interval=null",
-                    "--trainer.check_val_every_n_epoch=1000", "--trainer.max_epochs=1000",
-                    f"--trainer.default_root_dir={tmp}", f"--trainer.logger.init_args.save_dir={tmp}",
-                    "--trainer.enable_progress_bar=false",
+                    *budget_args(steps, tmp),
                     f"--data.init_args.image_size={size}", "--data.init_args.num_workers=0",
                     f"--data.init_args.synth_train_size={train_scenes}",
                     f"--data.init_args.synth_val_size={val_scenes}", "--data.init_args.synth_cache=true",

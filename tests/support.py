@@ -1,4 +1,5 @@
-"""Callbacks used by the training-infrastructure tests (importable from CLI subprocesses)."""
+"""Shared test and benchmark support: callbacks used by the training-infrastructure tests (importable
+from CLI subprocesses) and the command-line overrides of a fixed-step-budget run."""
 
 from __future__ import annotations
 
@@ -50,3 +51,21 @@ class RecordBatches(pl.Callback):
         sums = batch["image"].flatten(1).sum(1).tolist()
         rows.append([trainer.global_step, [round(s, 3) for s in sums]])
         self.path.write_text(json.dumps(rows))
+
+
+def budget_args(steps: int, root: Path | str, quiet: bool = True) -> list[str]:
+    """CLI overrides that train a demo config for exactly ``steps`` optimiser steps, validating
+    only when the caller asks (``trainer.validate``), with logs and checkpoints under ``root``.
+
+    The learning tests and the ablation benchmarks budget their runs in steps so that a result
+    does not depend on how loaded the machine is. ``quiet`` also turns off the progress bar,
+    checkpointing and the config's callbacks (plots, overlays)."""
+    args = [
+        f"--trainer.max_steps={steps}", "--trainer.max_time=null", "--trainer.val_check_interval=null",
+        "--trainer.check_val_every_n_epoch=1000", "--trainer.max_epochs=1000",
+        f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}",
+        "--trainer.enable_progress_bar=false",
+    ]  # fmt: skip
+    if quiet:
+        args += ["--trainer.enable_checkpointing=false", "--trainer.callbacks=[]"]
+    return args

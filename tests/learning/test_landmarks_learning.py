@@ -29,6 +29,7 @@ import torch
 from cli import main
 from facelit.metrics.landmarks import LandmarkMetrics
 from facelit.nets.landmark_net import mean_shape
+from tests.support import budget_args
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs" / "demo" / "landmarks_300wlp.yaml"
@@ -43,13 +44,10 @@ HEATMAP_CHANNELS = 64
 MARGIN = 0.75
 
 
-def _cli(tmp_path: Path, head: str, seed: int):
+def demo_cli(tmp_path: Path, head: str, seed: int, steps: int = STEPS):
+    """The demo recipe for ``head`` from ``seed``, budgeted to ``steps`` steps of BATCH crops (not run)."""
     args = [
-        "--config", str(DEMO), f"--seed_everything={seed}",
-        f"--trainer.max_steps={STEPS}", "--trainer.val_check_interval=null",
-        "--trainer.check_val_every_n_epoch=1000", "--trainer.max_epochs=1000",
-        f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_checkpointing=false", "--trainer.callbacks=[]",
+        "--config", str(DEMO), f"--seed_everything={seed}", *budget_args(steps, tmp_path),
         f"--model.init_args.head={head}", f"--model.init_args.head_channels={HEATMAP_CHANNELS}",
         f"--model.init_args.warmup_steps={WARMUP}",
         "--data.init_args.num_workers=0", f"--data.init_args.batch_size={BATCH}",
@@ -58,7 +56,7 @@ def _cli(tmp_path: Path, head: str, seed: int):
     return main(args, run=False)
 
 
-def _mean_shape_nme(datamodule) -> float:
+def mean_shape_nme(datamodule) -> float:
     """Inter-ocular NME on the validation crops of predicting the mean training shape everywhere."""
     train = datamodule.train_set.dataset  # the cached crops under the augmentation wrapper
     points = torch.stack([train[i]["landmarks"] for i in range(len(train))])
@@ -71,15 +69,16 @@ def _mean_shape_nme(datamodule) -> float:
     return float(metric.compute()["nme"])
 
 
-def _shared_data(tmp: Path):
-    data = _cli(tmp, "regression", 0).datamodule  # one cached set for every run
+def shared_data(tmp: Path):
+    """One cached crop set, set up for fitting, that every run trains and validates on."""
+    data = demo_cli(tmp, "regression", 0).datamodule  # one cached set for every run
     data.setup("fit")
     return data
 
 
-def _train(tmp: Path, data, head: str, seed: int) -> float:
-    """Validation NME after STEPS steps of ``head`` from seed ``seed``."""
-    cli = _cli(tmp / f"{head}{seed}", head, seed)
+def train_nme(tmp: Path, data, head: str, seed: int, steps: int = STEPS) -> float:
+    """Validation NME after ``steps`` steps of ``head`` from seed ``seed``."""
+    cli = demo_cli(tmp / f"{head}{seed}", head, seed, steps)
     pl.seed_everything(seed, workers=True)
     cli.trainer.fit(cli.model, data)
     nme = cli.trainer.validate(cli.model, data, verbose=False)[0]["val/nme"]
@@ -91,11 +90,11 @@ def _train(tmp: Path, data, head: str, seed: int) -> float:
 def ablation(tmp_path_factory) -> dict:
     """NME after STEPS steps for every (head, seed), and the mean shape's NME."""
     tmp = tmp_path_factory.mktemp("landmarks")
-    data = _shared_data(tmp)
-    results = {"mean_shape": _mean_shape_nme(data)}
+    data = shared_data(tmp)
+    results = {"mean_shape": mean_shape_nme(data)}
     for head in HEADS:
         for seed in SEEDS[head]:
-            results[head, seed] = _train(tmp, data, head, seed)
+            results[head, seed] = train_nme(tmp, data, head, seed)
     print(f"\nlandmarks, {STEPS} steps x {BATCH} crops: mean shape NME {results['mean_shape']:.4f}; "
           + "; ".join(f"{h} seed {s}: {results[h, s]:.4f}" for h in HEADS for s in SEEDS[h]))
     return results

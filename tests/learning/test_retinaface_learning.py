@@ -25,6 +25,7 @@ from facelit.batch import collate_detections
 from facelit.geometry.matching import match_anchors
 from facelit.metrics.widerface import WiderFaceAP
 from facelit.nets.retinaface_post import detect
+from tests.support import budget_args
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 600
@@ -74,10 +75,7 @@ def test_retinaface_learns_to_detect_synthetic_faces(tmp_path: Path):
     size = 192
     args = [
         "--config", str(REPO / "configs" / "demo" / "retinaface.yaml"),
-        f"--trainer.max_steps={STEPS}", "--trainer.val_check_interval=null",
-        "--trainer.check_val_every_n_epoch=1000", "--trainer.max_epochs=1000",
-        f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
-        "--trainer.enable_progress_bar=false", f"--data.init_args.image_size={size}",
+        *budget_args(STEPS, tmp_path, quiet=False), f"--data.init_args.image_size={size}",
         "--data.init_args.batch_size=8", "--data.init_args.num_workers=0",
         "--data.init_args.synth_train_size=800", "--data.init_args.synth_val_size=48",
         "--data.init_args.synth_max_faces=6", "--data.init_args.synth_cache=true",

@@ -19,6 +19,7 @@ import pytest
 import pytorch_lightning as pl
 
 from cli import main
+from tests.support import budget_args
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs" / "demo" / "sphereface.yaml"
@@ -38,15 +39,7 @@ def _cli(tmp_path: Path, steps: int):
         "--config",
         str(DEMO),
         "--seed_everything=0",
-        f"--trainer.max_steps={steps}",
-        "--trainer.val_check_interval=null",
-        "--trainer.check_val_every_n_epoch=1000",
-        "--trainer.max_epochs=1000",
-        f"--trainer.default_root_dir={tmp_path}",
-        f"--trainer.logger.init_args.save_dir={tmp_path}",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_checkpointing=false",
-        "--trainer.callbacks=[]",
+        *budget_args(steps, tmp_path),
         "--model.init_args.backbone=sphere4",
         "--model.init_args.width=0.5",
         "--model.init_args.embedding_dim=128",

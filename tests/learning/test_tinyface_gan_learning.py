@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from cli import main
+from tests.support import budget_args
 
 REPO = Path(__file__).resolve().parents[2]
 BATCHES = 400
@@ -55,14 +56,7 @@ def test_g2_beats_bicubic_on_held_out_tiny_faces(tmp_path: Path):
     args = [
         "--config",
         str(REPO / "configs" / "demo" / "tinyface_gan.yaml"),
-        f"--trainer.max_steps={BATCHES + BATCHES // 2}",
-        "--trainer.max_time=null",
-        "--trainer.val_check_interval=null",
-        "--trainer.check_val_every_n_epoch=1000",
-        "--trainer.max_epochs=1000",
-        f"--trainer.default_root_dir={tmp_path}",
-        f"--trainer.logger.init_args.save_dir={tmp_path}",
-        "--trainer.enable_progress_bar=false",
+        *budget_args(BATCHES + BATCHES // 2, tmp_path, quiet=False),
         f"--model.init_args.pixel_warmup_steps={BATCHES // 2}",
         f"--data.init_args.synth_train_size={TRAIN_SCENES}",
         f"--data.init_args.synth_val_size={VAL_SCENES}",
