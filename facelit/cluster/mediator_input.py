@@ -82,12 +82,13 @@ def _common_neighbours(pairs: np.ndarray, graph: KNNGraph) -> np.ndarray:
     return out
 
 
-def _check_inputs(pairs: np.ndarray, graphs: Sequence[KNNGraph], features: Sequence[np.ndarray]) -> np.ndarray:
+def _check_inputs(pairs: np.ndarray, graphs: Sequence[KNNGraph],
+                  features: Sequence[np.ndarray]) -> np.ndarray:
     if len(graphs) == 0 or len(graphs) != len(features):
         raise ValueError(f"need one graph per feature matrix (base first), got {len(graphs)} graphs "
                          f"and {len(features)} feature matrices")
     n = graphs[0].num_nodes
-    for m, (g, f) in enumerate(zip(graphs, features)):
+    for m, (g, f) in enumerate(zip(graphs, features, strict=True)):
         if g.num_nodes != n or len(f) != n:
             raise ValueError(f"model {m}: graph has {g.num_nodes} nodes and features {len(f)} rows; "
                              f"the base graph has {n}")

@@ -99,7 +99,8 @@ def propagate_detailed(pairs: np.ndarray, scores: np.ndarray, num_nodes: int,
     if singletons not in SINGLETON_MODES:
         raise ValueError(f"singletons must be one of {SINGLETON_MODES}, got {singletons!r}")
     if max_size < 1 or not 0 < step <= 1 or max_iter < 0:
-        raise ValueError(f"need max_size >= 1, 0 < step <= 1, max_iter >= 0; got {max_size}, {step}, {max_iter}")
+        raise ValueError(f"need max_size >= 1, 0 < step <= 1, max_iter >= 0; "
+                         f"got {max_size}, {step}, {max_iter}")
     pairs = check_pairs(pairs, num_nodes)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(scores) != len(pairs):
