@@ -6,6 +6,7 @@ base graph -> ``mediator_input.mediator_inputs`` -> (mediator scores) -> ``propa
 ``metrics.cluster_metrics``.
 """
 
+from facelit.cluster.baselines import committee_vote, knn_propagation, reference_clusterer
 from facelit.cluster.io import (
     UNLABELLED,
     check_pairs,
@@ -23,21 +24,27 @@ from facelit.cluster.mediator_input import (
     mediator_input_size,
     mediator_inputs,
 )
-from facelit.cluster.pairs import candidate_pairs, pair_cosine, pair_targets
+from facelit.cluster.metrics import METRIC_KEYS, cluster_metrics, threshold_sweep
+from facelit.cluster.pairs import candidate_pairs, candidate_pairs_with_sims, pair_cosine, pair_targets
 from facelit.cluster.propagate import PropagationResult, propagate, propagate_detailed
 
 __all__ = [
     "DEFAULT_K",
     "DEFAULT_STRUCTURE",
+    "METRIC_KEYS",
     "STRUCTURES",
     "UNLABELLED",
     "KNNGraph",
     "PropagationResult",
     "candidate_pairs",
+    "candidate_pairs_with_sims",
     "check_pairs",
     "check_same_length",
+    "cluster_metrics",
+    "committee_vote",
     "exact_knn",
     "knn_graph",
+    "knn_propagation",
     "knn_recall",
     "load_features",
     "load_labels",
@@ -48,6 +55,8 @@ __all__ = [
     "pair_targets",
     "propagate",
     "propagate_detailed",
+    "reference_clusterer",
     "save_features",
     "save_labels",
+    "threshold_sweep",
 ]

@@ -10,10 +10,22 @@ import numpy as np
 
 from facelit.cluster.knn import KNNGraph
 
-__all__ = ["PAIR_CHUNK", "candidate_pairs", "pair_cosine", "pair_targets"]
+__all__ = ["PAIR_CHUNK", "candidate_pairs", "candidate_pairs_with_sims", "pair_cosine", "pair_targets"]
 
 PAIR_CHUNK = 1 << 18
 """Pairs processed at once by the chunked per-pair functions (bounds their temporaries)."""
+
+
+def candidate_pairs_with_sims(base: KNNGraph) -> tuple[np.ndarray, np.ndarray]:
+    """``candidate_pairs(base)`` and the (P,) float32 similarity of each pair read from the graph
+    (from the first of its two directed entries: equal for an exact graph)."""
+    n, k = base.indices.shape
+    a = np.repeat(np.arange(n, dtype=np.int64), k)
+    b = base.indices.reshape(-1).astype(np.int64, copy=False)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    loop = lo == hi
+    key, first = np.unique(lo[~loop] * n + hi[~loop], return_index=True)  # sorted: by i, then j
+    return np.stack((key // n, key % n), axis=1), base.sims.reshape(-1)[~loop][first]
 
 
 def candidate_pairs(base: KNNGraph) -> np.ndarray:
@@ -21,12 +33,7 @@ def candidate_pairs(base: KNNGraph) -> np.ndarray:
 
     (i, j) and (j, i), found from both ends, become one pair; self loops are dropped.
     """
-    n, k = base.indices.shape
-    a = np.repeat(np.arange(n, dtype=np.int64), k)
-    b = base.indices.reshape(-1).astype(np.int64, copy=False)
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    key = np.unique(lo[lo != hi] * n + hi[lo != hi])  # sorted: by i, then j
-    return np.stack((key // n, key % n), axis=1)
+    return candidate_pairs_with_sims(base)[0]
 
 
 def pair_cosine(features: np.ndarray, pairs: np.ndarray) -> np.ndarray:
