@@ -51,6 +51,14 @@ TINY: dict[str, list[str]] = {
               "--data.init_args.synth_train_size=2", "--data.init_args.synth_val_size=2",
               "--data.init_args.synth_max_faces=3", "--data.init_args.samples_per_image=8",
               "--data.init_args.cache_dir=null"],
+    "cdp": [*FACE_DATA, "--data.init_args.image_size=[32,32]", "--data.init_args.synth_identities=20",
+            "--data.init_args.synth_world_size=60", "--data.init_args.num_identities=2",
+            "--data.init_args.synth_eval_size=150", "--data.init_args.synth_eval_identities=30",
+            "--data.init_args.synth_pairs_per_fold=1", "--data.init_args.cache_dir=null"],
+    "cdp_mediator": [*FACE_DATA, "--data.init_args.synth_labelled_nodes=80",
+                     "--data.init_args.synth_unlabelled_nodes=80", "--data.init_args.synth_identities=8"],
+    "w300vw": [*FACE_DATA, "--data.init_args.image_size=32", "--data.init_args.clip_length=2",
+               "--data.init_args.num_train_clips=2", "--data.init_args.num_val_clips=2"],
 }
 
 
