@@ -51,6 +51,9 @@ class W300VWDataModule(FaceDataModule):
         test_categories: 300-VW test categories served by ``test``.
         test_clip_length: ``None`` for whole test videos, or a window length.
         flip_p, rotation, scales, translation: per-clip augmentation (:class:`ClipAugment`).
+        stills_dir: a 300W root in the HRNet CSV layout (``datamodules/w300.py``): train on its
+            training photos as one-frame clips instead (single-frame pre-training; framed like the
+            300-VW crops; no ``identity`` key); validation and test stay on the clips.
         **kwargs: FaceDataModule arguments (batch_size, num_workers, augment, seed, synth_cache, ...).
     """
 
@@ -72,6 +75,7 @@ class W300VWDataModule(FaceDataModule):
         rotation: float = 15.0,
         scales: tuple[float, float] = (0.9, 1.1),
         translation: float = 0.05,
+        stills_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(data_dir=data_dir, **kwargs)
@@ -91,6 +95,7 @@ class W300VWDataModule(FaceDataModule):
         self.stride, self.val_fraction = stride, float(val_fraction)
         self.test_categories = tuple(int(c) for c in test_categories)
         self.test_clip_length = test_clip_length
+        self.stills_dir = stills_dir
         self.augment_kwargs = {
             "flip_p": flip_p,
             "rotation": rotation,
@@ -131,6 +136,24 @@ class W300VWDataModule(FaceDataModule):
             read(test_ids, self.test_clip_length, None),
         )
 
+    def _stills(self) -> Dataset:
+        """300W training photos (the hold-out of ``datamodules/w300.py`` excluded) as one-frame clips."""
+        from facelit.datasets.clips import StillsAsClips
+        from facelit.datasets.holdout import DEFAULT_VAL_FRACTION as W300_VAL_FRACTION
+        from facelit.datasets.w300 import W300Dataset
+        from facelit.datasets.w300vw import DEFAULT_MARGIN
+
+        root = Path(self.stills_dir)  # type: ignore[arg-type]
+        photos = W300Dataset(
+            root / "images",
+            root / "face_landmarks_300w_train.csv",
+            self.image_size,
+            scale_factor=1 + 2 * DEFAULT_MARGIN,
+            split="train",
+            val_fraction=W300_VAL_FRACTION,
+        )
+        return StillsAsClips(photos, self.scheme)
+
     def build_datasets(self, stage: str) -> None:
         from facelit.augment.clips import ClipAugment
 
@@ -145,6 +168,8 @@ class W300VWDataModule(FaceDataModule):
             test = val
         else:
             train, val, test = self.real_datasets()
+        if self.stills_dir is not None:
+            train = self._stills()
         if self.augment == "cpu":
             train = TransformDataset(train, ClipAugment(self.scheme, **self.augment_kwargs))
         elif self.augment == "gpu":

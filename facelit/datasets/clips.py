@@ -24,10 +24,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
 from facelit.batch import pad_stack
+from facelit.geometry.schemes import IBUG68, LandmarkScheme, get_scheme, subset_from_ibug68
 
-__all__ = ["CLIP_KEYS", "PER_FRAME_KEYS", "pad_clip", "collate_clips"]
+__all__ = ["CLIP_KEYS", "PER_FRAME_KEYS", "pad_clip", "collate_clips", "subset_visible", "StillsAsClips"]
 
 CLIP_KEYS = (
     "image",
@@ -83,3 +85,48 @@ def collate_clips(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         else:
             batch[key] = list(values)
     return batch
+
+
+def subset_visible(visible: torch.Tensor, scheme: LandmarkScheme) -> torch.Tensor:
+    """(..., K) visibility of an iBUG-68 subset scheme's points from (..., 68) visibility: a point
+    is visible when all the iBUG-68 points it averages are (``subset_from_ibug68`` for positions)."""
+    sources = scheme.from_ibug68
+    if sources is None or any(src is None for src in sources):
+        raise ValueError(f"scheme {scheme.name!r} is not an iBUG-68 subset")
+    return torch.stack([visible[..., list(src)].all(-1) for src in sources], -1)  # type: ignore[arg-type]
+
+
+class StillsAsClips(Dataset):
+    """Face-crop samples of a still-image dataset served as one-frame clips (single-frame
+    pre-training on photos, e.g. 300W).
+
+    A sample of ``crops`` (``image`` (3, S, S), ``landmarks`` (68, 2), ``landmarks_visible`` (68,))
+    becomes a clip sample with T = 1, its points reduced to ``scheme`` (an iBUG-68 subset). Photos
+    have no identity label, so the clip has no ``identity`` key (the batch contract omits unknown
+    identities rather than using a sentinel); ``category`` is 0 and ``clip`` ``still-<index>``.
+    """
+
+    def __init__(self, crops: Dataset, scheme: str = IBUG68.name) -> None:
+        self.crops, self.scheme = crops, get_scheme(scheme)
+        if self.scheme.name != IBUG68.name:
+            subset_from_ibug68(torch.zeros(IBUG68.num_points, 2), self.scheme)  # raises if not a subset
+
+    def __len__(self) -> int:
+        return len(self.crops)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        crop = self.crops[index]
+        points, visible = crop["landmarks"], crop["landmarks_visible"].bool()
+        if self.scheme.name != IBUG68.name:
+            points = subset_from_ibug68(points, self.scheme)
+            visible = subset_visible(visible, self.scheme)
+        return {
+            "image": crop["image"][None],
+            "landmarks": points[None],
+            "landmarks_visible": visible[None],
+            "frame_mask": torch.ones(1, dtype=torch.bool),
+            "occluded": torch.zeros(1, dtype=torch.bool),
+            "frame_index": torch.zeros(1, dtype=torch.long),
+            "category": torch.tensor(0),
+            "clip": f"still-{index}",
+        }

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from facelit.datasets.clips import subset_visible
 from facelit.geometry.schemes import get_scheme, subset_from_ibug68
 
 from .appearance import EXPRESSION_DRAWS
@@ -240,7 +241,7 @@ def render_clips(
         visible = torch.stack([f["landmarks_visible"] for f in clip])
         if drawn != target.name:
             points = subset_from_ibug68(points, target)
-            visible = _subset_visible(visible, target)
+            visible = subset_visible(visible, target)
         out.append(
             {
                 "image": torch.stack([f["image"] for f in clip]),
@@ -257,11 +258,6 @@ def render_clips(
             }
         )
     return out
-
-
-def _subset_visible(visible: torch.Tensor, scheme: Any) -> torch.Tensor:
-    """(..., K) visibility of a subset scheme's points: all of their iBUG-68 points visible."""
-    return torch.stack([visible[..., list(src)].all(-1) for src in scheme.from_ibug68], -1)
 
 
 def render_clip(

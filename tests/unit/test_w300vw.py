@@ -289,3 +289,43 @@ def test_clip_augment_one_transform_per_clip():
     flip = ClipAugment("ibug68", flip_p=1.0, rotation=0.0, scales=(1.0, 1.0), translation=0.0)(clip)
     expected = points[list(IBUG68.flip_perm)] * torch.tensor([-1.0, 1.0]) + torch.tensor([32.0, 0.0])
     assert torch.allclose(flip["landmarks"][2], expected, atol=1e-4)  # x' = W - x, left/right swapped
+
+
+def test_300w_stills_as_one_frame_clips(tmp_path):
+    """Single-frame pre-training: 300W training photos (HRNet CSV) as one-frame clips, framed like
+    the 300-VW crops (landmarks' box plus a quarter on each side)."""
+    from datamodules.w300vw import W300VWDataModule as DM
+
+    stills = tmp_path / "300w"
+    (stills / "images").mkdir(parents=True)
+    pts = _points(0)  # 1-based, box [10.5, 30.5]^2 -> area [10, 30]^2
+    header = ["image_name", "scale", "center_w", "center_h"] + [
+        f"original_{i}_{a}" for i in range(68) for a in ("x", "y")
+    ]
+    rows = [",".join(header)]
+    for n in range(60):  # enough photos for the 5 % hold-out to leave both sides non-empty
+        Image.fromarray(_frames(1)[0]).save(stills / "images" / f"p{n}.png")
+        rows.append(
+            ",".join([f"p{n}.png", f"{20 / 200}", "20.5", "20.5"] + [f"{v:.3f}" for v in pts.reshape(-1)])
+        )
+    (stills / "face_landmarks_300w_train.csv").write_text("\n".join(rows) + "\n")
+    dm = DM(
+        stills_dir=str(stills),
+        clip_length=4,
+        image_size=32,
+        num_val_clips=2,
+        batch_size=2,
+        num_workers=0,
+        augment="none",
+    )
+    dm.setup("fit")
+    assert 0 < len(dm.train_set) < 60  # the 300W hold-out is not trained on
+    sample = dm.train_set[0]
+    assert sample["image"].shape == (1, 3, 32, 32) and sample["landmarks"].shape == (1, 7, 2)
+    assert "identity" not in sample and sample["frame_mask"].tolist() == [True]
+    # rednet7 point 0 is iBUG 36; the crop is the square [5, 35]^2 around the points' box, 32 px
+    expected = (torch.tensor(pts[36], dtype=torch.float32) - 0.5 - 5.0) * 32 / 30
+    assert torch.allclose(sample["landmarks"][0, 0], expected, atol=1e-3)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, 1, 3, 32, 32) and "identity" not in batch
+    assert next(iter(dm.val_dataloader()))["image"].shape[1] == 4  # validation stays on clips
