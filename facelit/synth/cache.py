@@ -4,7 +4,10 @@
 caller's in-place edit (``t += 1``, ``t[0] = ...``) silently changes what every later caller gets.
 :func:`tensor_cache` memoises the computation but returns a copy of every tensor of the result
 (recursively through dicts, lists, tuples and non-frozen dataclasses), so the cached value stays
-as computed. Copies are cheap next to the rendering that uses them.
+as computed. Copies are cheap next to the rendering that uses them, except for large results that
+a hot path reads on every call (the sensor-noise tile, the identity assets of a batch): the
+renderer reads those through ``fn.shared``, the cached value itself, which its callers never edit
+in place (tested: rendering leaves every shared value as computed).
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ def copy_tensors(value: T) -> T:
 
 def tensor_cache(maxsize: int | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """Like ``functools.lru_cache(maxsize)`` (unbounded for ``None``), but every call returns
-    :func:`copy_tensors` of the cached result. ``cache_clear`` / ``cache_info`` are kept."""
+    :func:`copy_tensors` of the cached result. ``cache_clear`` / ``cache_info`` are kept, and
+    ``shared`` returns the cached result itself (same cache, no copy): read-only, for internal
+    callers that never modify it."""
 
     def decorate(fn: Callable[..., T]) -> Callable[..., T]:
         cached = functools.lru_cache(maxsize=maxsize)(fn)
@@ -56,6 +61,7 @@ def tensor_cache(maxsize: int | None = None) -> Callable[[Callable[..., T]], Cal
 
         wrapper.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
         wrapper.cache_info = cached.cache_info  # type: ignore[attr-defined]
+        wrapper.shared = cached  # type: ignore[attr-defined]
         return wrapper
 
     return decorate

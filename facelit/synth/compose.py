@@ -23,7 +23,7 @@ from .background import (
     gaussian_blur,
     superellipse_fans,
 )
-from .cache import tensor_cache
+from .cache import copy_tensors, tensor_cache
 from .domains import Domain
 from .head import HeadModel, _scheme_weights, head_model
 from .raster import rasterize
@@ -172,15 +172,18 @@ def _box_of(points: torch.Tensor) -> torch.Tensor:
 
 @tensor_cache(1024)
 def _identity_assets(seed: int, identity: int, species: str, skin_tones: tuple[int, ...]) -> Assets:
-    """Assets of one identity, deterministic in (seed, identity) (cached: identities recur)."""
+    """Assets of one identity, deterministic in (seed, identity) (cached: identities recur; the
+    renderer reads them through ``_identity_assets.shared`` and ``_stack_assets``)."""
     model = head_model(species)
     u = torch.rand(1, IDENTITY_DRAWS, generator=generator(seed, identity, species, "identity"))
     return build_assets(model, identity_from_uniform(model, u, skin_tones))
 
 
 def _stack_assets(items: list[Assets]) -> Assets:
+    """The assets of several heads as one batch; shares no tensor with ``items`` (which may be the
+    shared values of the ``_identity_assets`` cache)."""
     if len(items) == 1:
-        return items[0]
+        return copy_tensors(items[0])
     pieces = []
     for parts in zip(*(a.pieces for a in items), strict=True):
         p0 = parts[0]
@@ -189,8 +192,8 @@ def _stack_assets(items: list[Assets]) -> Assets:
                 torch.cat([p.verts for p in parts]),
                 torch.cat([p.normals for p in parts]),
                 torch.cat([p.rest for p in parts]),
-                p0.faces,
-                p0.material,
+                p0.faces.clone(),
+                p0.material.clone(),
                 torch.cat([p.keep for p in parts]),
                 p0.frame,
             )

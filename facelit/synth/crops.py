@@ -16,14 +16,13 @@ from .background import (
     backgrounds,
     finish,
     gaussian_blur,
-    upscale,
+    upscale_canvas,
 )
 from .compose import (
     _CROP_CLUTTER_MAX,
     _OCCLUDER_DEPTH,
     _SHAPE_DRAWS,
     _box_of,
-    _canvas,
     _check_scheme,
     _draw_clutter,
     _Draws,
@@ -112,7 +111,7 @@ def render_crops_from_draws(
     d = _Draws(u)
     identity = (d.take(1)[:, 0] * num_identities).long().clamp(max=int(num_identities) - 1)
     assets = _stack_assets(
-        [_identity_assets(int(seed), k, species, tuple(dom.skin_tones)) for k in identity.tolist()]
+        [_identity_assets.shared(int(seed), k, species, tuple(dom.skin_tones)) for k in identity.tolist()]
     )
     ypr = _pose(d.take(3), dom)
     expr_u = d.take(EXPRESSION_DRAWS)
@@ -145,7 +144,7 @@ def render_crops_from_draws(
     )
     clutter_u = d.take(_CROP_CLUTTER_MAX * _SHAPE_DRAWS).reshape(b, _CROP_CLUTTER_MAX, _SHAPE_DRAWS)
     half = _draw_clutter(half, clutter_u, n_clutter, lights[:, 3] + 0.6 * lights[:, 4], (0.05, 0.35), 0.0)
-    bg = upscale(half, grain, s, s)
+    canvas = upscale_canvas(half, grain, s, s)
 
     # occluders: a shape over part of the face, in front of it
     occ_u = d.take(12)
@@ -166,7 +165,6 @@ def render_crops_from_draws(
             shape_soup(centre, axes, angle, power, colour, torch.full((b,), _OCCLUDER_DEPTH), tex, tiles, b),
         ]
     )
-    canvas = _canvas(bg)
     objects = _objects_table(
         torch.cat([lights, lights]), torch.cat([tiles, tiles]), torch.cat([torch.zeros(b, 3), colour2])
     )
@@ -183,7 +181,7 @@ def render_crops_from_draws(
         sigma = (dom.blur_sigma[0] + (dom.blur_sigma[1] - dom.blur_sigma[0]) * blur_u[:, 1]) * bh / 100.0
         for i in blurred:
             images[i] = gaussian_blur(images[i], float(sigma[i]))
-    images = finish(images, d.take(3), dom)
+    images = finish(images, d.take(3), dom, in_place=True)
     mesh_labels = heads.mesh_labels() if mesh else None
     out = []
     for i in range(b):

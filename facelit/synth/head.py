@@ -445,12 +445,22 @@ def head_model(species: str = "human") -> HeadModel:
 
 
 # ----------------------------------------------------------------------------------- deformation
+def _take(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` of a 1D table for an index of any shape, through ``index_select`` (the same
+    values as advanced indexing, several times faster on the CPU)."""
+    return table.index_select(0, index.reshape(-1)).view(index.shape)
+
+
 def _interp_uniform(table: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
     """Linear interpolation of profile tables (..., n) sampled every ``_PHI_STEP`` degrees from -90."""
     pos = ((phi + 90.0) * (1.0 / _PHI_STEP)).clamp(0, table.shape[-1] - 1.001)
     i0 = pos.long()
     w = pos - i0
-    return torch.lerp(table[..., i0], table[..., i0 + 1], w)
+    flat = i0.reshape(-1)
+    shape = (*table.shape[:-1], *i0.shape)
+    # table[..., i0] and table[..., i0 + 1], gathered with index_select (same values, ~5x faster)
+    lo = table.index_select(-1, flat).view(shape)
+    return torch.lerp(lo, table.index_select(-1, flat + 1).view(shape), w)
 
 
 def _chart_to_sphere(model: HeadModel, xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -458,9 +468,10 @@ def _chart_to_sphere(model: HeadModel, xy: torch.Tensor) -> tuple[torch.Tensor, 
     neg_y = xy[..., 1] - model.template.y_centre  # = -Y, increasing with latitude
     neg = -tab["Y"]
     pos = torch.searchsorted(neg, neg_y.contiguous()).clamp(1, neg.numel() - 1)
-    lo, hi = neg[pos - 1], neg[pos]
+    below = pos - 1
+    lo, hi = _take(neg, below), _take(neg, pos)
     w = ((neg_y - lo) / (hi - lo)).clamp(0, 1)
-    phi = torch.lerp(tab["phi"][pos - 1], tab["phi"][pos], w)
+    phi = torch.lerp(_take(tab["phi"], below), _take(tab["phi"], pos), w)
     width = _interp_uniform(tab["W"], phi)
     psi = torch.rad2deg(torch.asin((xy[..., 0] / width.clamp(min=1e-4)).clamp(-0.999, 0.999)))
     return phi, psi

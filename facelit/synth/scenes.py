@@ -16,12 +16,11 @@ from dataclasses import dataclass
 import torch
 
 from .appearance import EXPRESSION_DRAWS, IDENTITY_DRAWS, identity_from_uniform
-from .background import BACKGROUND_DRAWS, background_noise_size, backgrounds, finish, upscale
+from .background import BACKGROUND_DRAWS, background_noise_size, backgrounds, finish, upscale_canvas
 from .compose import (
     _SHAPE_DRAWS,
     _blur_regions,
     _box_of,
-    _canvas,
     _draw_clutter,
     _Draws,
     _keep_inside,
@@ -152,7 +151,8 @@ def _draw_scenes(
 def _scene_backgrounds(
     d: _Draws, noise: torch.Tensor, height: int, width: int, dom: Domain, k_clutter: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lights (B, 6) and cluttered backgrounds (B, 3, H, W), consuming the scene draws after the layout."""
+    """Lights (B, 6) and cluttered backgrounds as one canvas (3, B * H, W) (``upscale_canvas``),
+    consuming the scene draws after the layout."""
     b = noise.shape[0]
     lights = sample_lights(d.take(_LIGHT_DRAWS), dom.ambient, dom.diffuse)
     half, grain = backgrounds(d.take(BACKGROUND_DRAWS), noise, height, width, dom)
@@ -168,7 +168,7 @@ def _scene_backgrounds(
         (0.03, 0.25),
         0.25,
     )
-    return lights, upscale(half, grain, height, width)
+    return lights, upscale_canvas(half, grain, height, width)
 
 
 @dataclass
@@ -360,11 +360,10 @@ def render_scenes(
     draws = _draw_scenes(seed, indices, height, width, max_faces, min_face, max_face_frac, k_clutter)
     d = _Draws(draws.scene)
     d.take(_LAYOUT_DRAWS)  # used by the layouts
-    lights, bg = _scene_backgrounds(d, draws.noise, height, width, dom, k_clutter)
+    lights, canvas = _scene_backgrounds(d, draws.noise, height, width, dom, k_clutter)
     finish_u = d.take(3)
     slots = _face_slots(draws, d.take(2), height, width, max_faces, min_face, dom)
     tiles = _tiles(b, height, width)
-    canvas = _canvas(bg)
     outputs = [_no_faces(model) for _ in range(b)]
     if slots is not None:
         fu = _Draws(slots.draws)
@@ -399,7 +398,7 @@ def render_scenes(
         outputs = _face_labels(heads, slots.scene, tiles, frag, obj_map, blur_u, images, dom)
     else:
         images = _uncanvas(canvas, b)
-    images = finish(images, finish_u, dom)
+    images = finish(images, finish_u, dom, in_place=True)
     return [{"image": images[si].contiguous(), **outputs[si]} for si in range(b)]
 
 
