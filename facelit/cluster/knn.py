@@ -10,6 +10,8 @@ Methods:
   the fallback for small sets and the reference of the tests;
 - ``"flat"``: exact, faiss ``IndexFlatIP`` (on the GPU when faiss has one);
 - ``"hnsw"``: approximate, faiss ``IndexHNSWFlat`` with inner-product metric;
+- ``"ivf"``: approximate, faiss ``IndexIVFFlat`` (k-means coarse lists, ``ivf_nprobe`` lists scanned
+  per query); builds several times faster than HNSW on a loaded CPU (``benchmarks/cdp_graph.py``);
 - ``"auto"``: faiss GPU flat when a GPU is available, else ``"flat"`` up to ``exact_max`` nodes and
   ``"hnsw"`` beyond.
 
@@ -32,6 +34,7 @@ __all__ = [
     "HNSW_EF_CONSTRUCTION",
     "HNSW_EF_SEARCH",
     "HNSW_M",
+    "IVF_NPROBE",
     "KNN_METHODS",
     "KNNGraph",
     "MAX_BLOCK_ELEMENTS",
@@ -50,9 +53,16 @@ HNSW_EF_CONSTRUCTION = 64
 """HNSW candidate list while building."""
 HNSW_EF_SEARCH = 64
 """HNSW candidate list while searching (raised to k + 1 when smaller)."""
+IVF_LISTS_PER_SQRT_N = 4
+"""IVF lists: 4 sqrt(N), faiss's rule of thumb."""
+IVF_NPROBE = 8
+"""IVF lists scanned per query."""
+IVF_TRAIN_PER_LIST = 16
+"""k-means training points per IVF list (a random sample of the nodes)."""
+IVF_TRAIN_ITERATIONS = 10
 MAX_BLOCK_ELEMENTS = 1 << 24
 """Similarities held at once by the blocked exact search (64 MiB of float32)."""
-KNN_METHODS = ("auto", "torch", "flat", "hnsw")
+KNN_METHODS = ("auto", "torch", "flat", "hnsw", "ivf")
 _ADD_CHUNK = 20_000  # rows per faiss add/search call, so the progress bar moves
 
 
@@ -171,9 +181,23 @@ def _add_chunked(index, x: np.ndarray, desc: str, progress: bool) -> None:
         index.add(x[start:start + _ADD_CHUNK])
 
 
+def _trained_ivf(x: np.ndarray, nprobe: int, seed: int):
+    """faiss ``IndexIVFFlat`` (inner product) with its coarse k-means trained on a node sample."""
+    faiss = _faiss()
+    n, d = x.shape
+    nlist = max(1, min(n // IVF_TRAIN_PER_LIST, int(IVF_LISTS_PER_SQRT_N * np.sqrt(n))))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter = IVF_TRAIN_ITERATIONS
+    index.cp.min_points_per_centroid = IVF_TRAIN_PER_LIST
+    sample = np.random.default_rng(seed).choice(n, size=min(n, nlist * IVF_TRAIN_PER_LIST), replace=False)
+    index.train(x[np.sort(sample)])
+    index.nprobe = min(nprobe, nlist)
+    return index
+
+
 def knn_graph(features: np.ndarray, k: int = DEFAULT_K, method: str = "auto", exact_max: int = EXACT_MAX,
               progress: bool = True, hnsw_m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION,
-              ef_search: int = HNSW_EF_SEARCH) -> KNNGraph:
+              ef_search: int = HNSW_EF_SEARCH, ivf_nprobe: int = IVF_NPROBE, seed: int = 0) -> KNNGraph:
     """kNN graph of (N, D) L2-normalised features under cosine similarity (see the module doc).
 
     Args:
@@ -183,6 +207,8 @@ def knn_graph(features: np.ndarray, k: int = DEFAULT_K, method: str = "auto", ex
         exact_max: with ``"auto"`` on the CPU, the largest N searched exactly.
         progress: show progress bars.
         hnsw_m, ef_construction, ef_search: HNSW parameters (``"hnsw"`` and large ``"auto"``).
+        ivf_nprobe: lists scanned per query (``"ivf"``).
+        seed: draws the IVF training sample.
 
     Returns:
         ``KNNGraph`` with (N, k) ``indices`` int64 and ``sims`` float32.
@@ -200,10 +226,12 @@ def knn_graph(features: np.ndarray, k: int = DEFAULT_K, method: str = "auto", ex
         index = faiss.IndexFlatIP(d)
         if _gpu_available():
             index = faiss.index_cpu_to_all_gpus(index)
-    else:
+    elif method == "hnsw":
         index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = ef_construction
         index.hnsw.efSearch = max(ef_search, k + 1)
+    else:
+        index = _trained_ivf(x, ivf_nprobe, seed)
     _add_chunked(index, x, f"{method} index", progress)
     return _faiss_search(index, x, k, f"{method} search", progress)
 

@@ -36,17 +36,18 @@ def test_exact_methods_match_brute_force(method):
     assert knn_recall(g, KNNGraph(idx, sims.astype(np.float32))) > 0.999
 
 
-def test_hnsw_recall_and_auto():
+@pytest.mark.parametrize("method", ["hnsw", "ivf"])
+def test_approximate_recall_and_auto(method):
     x = _clustered(1500)
     exact = exact_knn(x, 10, progress=False)
-    hnsw = knn_graph(x, k=10, method="hnsw", progress=False)
-    assert knn_recall(hnsw, exact) > 0.95
-    assert (hnsw.indices != np.arange(1500)[:, None]).all()
+    approx = knn_graph(x, k=10, method=method, progress=False)
+    assert knn_recall(approx, exact) > 0.95
+    assert (approx.indices != np.arange(1500)[:, None]).all()
     auto_small = knn_graph(x, k=10, method="auto", exact_max=2000, progress=False)
     np.testing.assert_allclose(auto_small.sims, exact.sims, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["torch", "flat", "hnsw"])
+@pytest.mark.parametrize("method", ["torch", "flat", "hnsw", "ivf"])
 def test_self_excluded_with_duplicates(method):
     x = _clustered(200)
     x[1] = x[0]
@@ -72,8 +73,8 @@ def test_exact_knn_on_query_sample_and_recall():
 def test_bad_knn_input(tmp_path):
     with pytest.raises(ValueError, match="more than k nodes"):
         knn_graph(np.eye(3, dtype=np.float32), k=3)
-    with pytest.raises(ValueError, match="unknown kNN method 'ivf'"):
-        knn_graph(np.eye(5, dtype=np.float32), k=2, method="ivf")
+    with pytest.raises(ValueError, match="unknown kNN method 'lsh'"):
+        knn_graph(np.eye(5, dtype=np.float32), k=2, method="lsh")
     g = exact_knn(_clustered(50), 4, progress=False)
     g.save(tmp_path / "g.npz")
     back = KNNGraph.load(tmp_path / "g.npz")
