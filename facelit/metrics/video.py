@@ -101,15 +101,17 @@ def clip_nme(frame_nme: torch.Tensor) -> torch.Tensor:
     return torch.nanmean(frame_nme, dim=1)
 
 
-def category_nme(frame_nme: torch.Tensor, category: torch.Tensor) -> dict[int, float]:
-    """Mean NME over all defined frames of each category present ((B, T) frames, (B,) categories)."""
+def _frames_by_category(frame_nme: torch.Tensor, category: torch.Tensor) -> dict[int, torch.Tensor]:
+    """The defined frame NMEs (N_c,) of each category present ((B, T) frames, (B,) categories)."""
     cats = category.reshape(-1, 1).expand_as(frame_nme)
     ok = ~torch.isnan(frame_nme)
-    return {
-        int(c): float(frame_nme[ok & (cats == c)].double().mean())
-        for c in torch.unique(category).tolist()
-        if bool((ok & (cats == c)).any())
-    }
+    groups = {int(c): frame_nme[ok & (cats == c)] for c in torch.unique(category).tolist()}
+    return {c: v for c, v in groups.items() if v.numel()}
+
+
+def category_nme(frame_nme: torch.Tensor, category: torch.Tensor) -> dict[int, float]:
+    """Mean NME over all defined frames of each category present ((B, T) frames, (B,) categories)."""
+    return {c: float(v.double().mean()) for c, v in _frames_by_category(frame_nme, category).items()}
 
 
 def category_ced(
@@ -119,12 +121,8 @@ def category_ced(
     steps: int = DEFAULT_CED_STEPS,
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """CED (thresholds, fractions) over the defined frames of each category present."""
-    cats = category.reshape(-1, 1).expand_as(frame_nme)
-    ok = ~torch.isnan(frame_nme)
     return {
-        int(c): ced_curve(frame_nme[ok & (cats == c)], max_threshold, steps)
-        for c in torch.unique(category).tolist()
-        if bool((ok & (cats == c)).any())
+        c: ced_curve(v, max_threshold, steps) for c, v in _frames_by_category(frame_nme, category).items()
     }
 
 
