@@ -45,7 +45,8 @@ class W300VWDataModule(FaceDataModule):
         scheme: ``ibug68`` or ``rednet7`` (the 7-point subset).
         num_train_clips, num_val_clips: synthetic clips per split.
         synth_domain: synthetic domain (``video``: yaw up to +-75 degrees, occluders in half the clips).
-        num_identities: synthetic identities.
+        num_identities: synthetic identities; on 300-VW at least 50 (a clip's identity is its video's
+            position in ``W300VW_VIDEOS``, training videos first).
         stride: frames between the starts of training windows (default ``clip_length``).
         val_fraction: share of the 300-VW training videos held out for validation.
         test_categories: 300-VW test categories served by ``test``.
@@ -79,7 +80,7 @@ class W300VWDataModule(FaceDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(data_dir=data_dir, **kwargs)
-        from facelit.datasets.w300vw import W300VW_CATEGORIES
+        from facelit.datasets.w300vw import W300VW_CATEGORIES, W300VW_TRAIN
 
         if clip_length < 1:
             raise ValueError(f"clip_length must be >= 1, got {clip_length}")
@@ -88,6 +89,11 @@ class W300VWDataModule(FaceDataModule):
         bad = [c for c in test_categories if c not in W300VW_CATEGORIES]
         if bad:
             raise ValueError(f"unknown 300-VW test categories {bad}; known: {sorted(W300VW_CATEGORIES)}")
+        if data_dir is not None and num_identities < len(W300VW_TRAIN):
+            raise ValueError(
+                f"num_identities must be >= {len(W300VW_TRAIN)} on 300-VW (one identity per training video), "
+                f"got {num_identities}"
+            )
         self.scheme = get_scheme(scheme).name
         self.clip_length, self.image_size = int(clip_length), int(image_size)
         self.num_train_clips, self.num_val_clips = int(num_train_clips), int(num_val_clips)

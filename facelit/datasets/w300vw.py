@@ -48,6 +48,7 @@ from facelit.parsing import check_number_tokens
 __all__ = [
     "W300VW_TRAIN",
     "W300VW_CATEGORIES",
+    "W300VW_VIDEOS",
     "DEFAULT_MARGIN",
     "category_of",
     "read_pts",
@@ -76,6 +77,10 @@ W300VW_CATEGORIES: dict[int, tuple[str, ...]] = {
         "409", "412", "550", "551", "553"),
     3: ("410", "411", "516", "517", "526", "528", "529", "530", "531", "533", "557", "558", "559", "562"),
 }  # fmt: skip
+W300VW_VIDEOS: tuple[str, ...] = W300VW_TRAIN + tuple(
+    c for k in sorted(W300VW_CATEGORIES) for c in W300VW_CATEGORIES[k]
+)
+"""Every video id, training videos first: a video's identity label is its position here."""
 DEFAULT_MARGIN = 0.25  # crop: the landmarks' box plus a quarter of its longer side on each side
 _CROP_CHUNK = 32  # frames decoded before they are cropped
 _FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -252,7 +257,9 @@ class W300VWClips(Dataset):
 
     Args:
         root: dataset root (one folder per video).
-        clips: video ids to serve (e.g. :data:`W300VW_TRAIN` or a category's list).
+        clips: video ids to serve (e.g. :data:`W300VW_TRAIN` or a category's list). A clip's
+            ``identity`` is its video's position in :data:`W300VW_VIDEOS` (training videos 0-49);
+            ids outside the published lists follow after them.
         clip_length: frames per window T, or ``None`` for whole videos.
         stride: frames between window starts (default ``clip_length``: consecutive windows).
         size: crop side S.
@@ -283,6 +290,20 @@ class W300VWClips(Dataset):
         if missing:
             raise FileNotFoundError(f"300-VW videos missing under {self.root}: {missing}")
         self.videos = [scan_clip(self.root / c) for c in clips]
+        extra = iter(range(len(W300VW_VIDEOS), len(W300VW_VIDEOS) + len(self.videos)))
+        self.identities = {
+            v.name: W300VW_VIDEOS.index(v.name) if v.name in W300VW_VIDEOS else next(extra)
+            for v in self.videos
+        }
+        slow = [v.name for v in self.videos if not v.frames_dir.is_dir()]
+        if clip_length is not None and slow:
+            log.warning(
+                "300-VW: %d videos without frames/ (%s...): each clip decodes vid.avi from its first frame; "
+                "extract the frames once: python -m facelit.datasets.w300vw extract %s",
+                len(slow),
+                slow[0],
+                self.root,
+            )
         self.windows = [
             (v, s, n) for v in self.videos for s, n in clip_windows(v.num_frames, clip_length, stride)
         ]
@@ -312,7 +333,7 @@ class W300VWClips(Dataset):
             "frame_mask": torch.ones(count, dtype=torch.bool),
             "occluded": torch.zeros(count, dtype=torch.bool),
             "frame_index": torch.arange(start, start + count),
-            "identity": torch.tensor(self.videos.index(video)),
+            "identity": torch.tensor(self.identities[video.name]),
             "category": torch.tensor(video.category),
             "clip": video.name,
         }

@@ -238,6 +238,11 @@ def test_datamodule_on_a_full_tiny_tree(tmp_path):
     batch = next(iter(dm.test_dataloader()))
     assert batch["image"].shape == (2, 2, 3, 16, 16) and batch["category"].tolist() == [3, 3]
     assert batch["landmarks"].shape == (2, 2, 7, 2)  # rednet7 by default
+    # identity = position in W300VW_VIDEOS: training videos 0-49, then categories 1, 2, 3
+    assert batch["identity"].tolist() == [50 + 31 + 19, 50 + 31 + 19 + 1]
+    assert all(0 <= int(dm.train_set[i]["identity"]) < 50 for i in range(0, len(dm.train_set), 7))
+    with pytest.raises(ValueError, match="num_identities must be >= 50 on 300-VW"):
+        W300VWDataModule(data_dir=str(tmp_path), num_identities=20)
 
 
 def test_synthetic_datamodule_batches():
