@@ -163,12 +163,12 @@ class VideoClip:
         return self.root / "frames"
 
 
-def scan_clip(root: str | Path) -> VideoClip:
+def scan_clip(root: str | Path, need_frames: bool = True) -> VideoClip:
     """Index a clip folder; annotations must be ``000001.pts`` .. ``N.pts`` without a gap.
 
     Raises:
-        FileNotFoundError: no ``annot`` folder, no ``.pts`` in it, or neither ``vid.avi`` nor
-            ``frames/``; a missing annotation in the middle names the missing file.
+        FileNotFoundError: no ``annot`` folder, no ``.pts`` in it, or (with ``need_frames``) neither
+            ``vid.avi`` nor ``frames/``; a missing annotation in the middle names the missing file.
     """
     root = Path(root)
     annot = root / "annot"
@@ -184,7 +184,7 @@ def scan_clip(root: str | Path) -> VideoClip:
             f"missing annotation {annot / f'{missing:06d}.pts'} (frames 1..{numbers[-1]})"
         )
     clip = VideoClip(root.name, root, numbers[-1], category_of(root.name))
-    if not clip.video_path.is_file() and not clip.frames_dir.is_dir():
+    if need_frames and not clip.video_path.is_file() and not clip.frames_dir.is_dir():
         raise FileNotFoundError(f"300-VW clip {root} has neither {clip.video_path.name} nor frames/")
     return clip
 
