@@ -100,8 +100,9 @@ class Fragments:
             corners, w = corners.index_select(1, index), w.index_select(1, index)
         values = values.contiguous()
         out = values.index_select(1, corners[0]).mul_(w[0])
-        out.addcmul_(values.index_select(1, corners[1]), w[1])
-        return out.addcmul_(values.index_select(1, corners[2]), w[2])
+        corner = torch.empty_like(out)  # one buffer for the other two corners' values
+        out.addcmul_(torch.index_select(values, 1, corners[1], out=corner), w[1])
+        return out.addcmul_(torch.index_select(values, 1, corners[2], out=corner), w[2])
 
 
 def _max3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -226,15 +227,15 @@ def rasterize(
     row_i0 = i0 + 0.5 - r_x0  # local x of the first pixel centre of the span
     p_row = torch.repeat_interleave(torch.arange(n_rows), span, output_size=total)
     cand = torch.arange(total)
-    step = cand - (span.cumsum(0) - span).index_select(0, p_row)  # pixel offset in its span
-    px_local = row_i0.index_select(0, p_row) + step.float()
-    z = torch.addcmul(row_z.index_select(0, p_row), row_az.index_select(0, p_row), px_local)
+    step = (span.cumsum(0) - span).index_select(0, p_row).neg_().add_(cand)  # pixel offset in its span
+    px_local = row_i0.index_select(0, p_row).add_(step)  # (exact: offsets are small integers)
+    z = row_z.index_select(0, p_row).addcmul_(row_az.index_select(0, p_row), px_local)
     row_pix = (
         pix0.index_select(0, r_tri) + (yc - 0.5).long() * width + i0.long()
     )  # flat index of the span start
     pix = row_pix.index_select(0, p_row).add_(step)
     # key = quantised depth * 2^26 + candidate id: the smallest key is the closest, earliest candidate
-    key = (z.clamp(0.0, MAX_DEPTH) * _DEPTH_SCALE).long().mul_(_MAX_CANDIDATES).add_(cand)
+    key = z.clamp(0.0, MAX_DEPTH).mul_(_DEPTH_SCALE).long().mul_(_MAX_CANDIDATES).add_(cand)
     zbuf = _workspace(height * width).fill_(_KEY_MAX)
     zbuf.scatter_reduce_(0, pix, key, reduce="amin")
     won_pix = (zbuf != _KEY_MAX).nonzero().squeeze(1)
@@ -242,9 +243,10 @@ def rasterize(
     w_row = p_row.index_select(0, win)
     w_tri = r_tri.index_select(0, w_row)
     w_px = px_local.index_select(0, win)
-    bary = torch.stack(
-        [torch.addcmul(base[k].index_select(0, w_row), a[k].index_select(0, w_tri), w_px) for k in range(3)]
-    ).clamp_(min=0)
+    bary = torch.empty(3, win.numel())
+    for k in range(3):
+        torch.index_select(base[k], 0, w_row, out=bary[k]).addcmul_(a[k].index_select(0, w_tri), w_px)
+    bary.clamp_(min=0)
     bary /= (bary[0] + bary[1] + bary[2]).clamp_(min=1e-9)
     return Fragments(won_pix, t_idx.index_select(0, w_tri), bary, z.index_select(0, win), height, width)
 
