@@ -16,7 +16,7 @@ from facelit.synth import (
 )
 from facelit.synth.crops import CROP_DRAWS, render_crops_from_draws
 from facelit.synth.rng import generator
-from facelit.synth.video import _POSE, ClipMotion, _bspline_basis, _clip_draws, smooth_paths
+from facelit.synth.video import _IDENTITY, _POSE, ClipMotion, _bspline_basis, _clip_draws, smooth_paths
 
 SIZE = 32  # small crops: the tests check labels and structure, not looks
 
@@ -74,7 +74,7 @@ def test_deterministic_and_batch_independent(clips):
 def test_one_identity_per_clip_and_static_background():
     """Every frame of a clip is the clip's identity; the top-left corner (background) stays put."""
     u, _, _ = _clip_draws(0, 2, 16, SIZE, VIDEO_DOMAIN, ClipMotion())
-    assert torch.unique(u[:, 0]).numel() == 1  # the identity draw
+    assert torch.unique(u[:, _IDENTITY]).numel() == 1  # the identity draw
     c = render_clip(0, 2, length=16, size=SIZE)
     corner = c["image"][:, :, :3, :3]
     assert float((corner - corner[:1]).abs().amax()) < 0.15  # sensor noise only
