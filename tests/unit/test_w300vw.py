@@ -334,3 +334,23 @@ def test_300w_stills_as_one_frame_clips(tmp_path):
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (2, 1, 3, 32, 32) and "identity" not in batch
     assert next(iter(dm.val_dataloader()))["image"].shape[1] == 4  # validation stays on clips
+
+
+def test_clip_augment_batched_on_the_device_path():
+    """A clip batch (B, T, ...): one transform per clip, different clips get different ones; padding
+    frames stay invisible."""
+    g = torch.Generator().manual_seed(0)
+    frame = torch.rand(3, 32, 32, generator=g)
+    points = torch.rand(68, 2, generator=g) * 20 + 6
+    batch = {
+        "image": frame.expand(2, 3, -1, -1, -1).clone(),
+        "landmarks": points.expand(2, 3, -1, -1).clone(),
+        "landmarks_visible": torch.ones(2, 3, 68, dtype=torch.bool),
+        "pose": torch.zeros(2, 3, 3),
+        "frame_mask": torch.tensor([[True, True, True], [True, True, False]]),
+    }
+    out = ClipAugment("ibug68", flip_p=0.5, rotation=20.0)(batch, torch.Generator().manual_seed(3))
+    assert out["image"].shape == (2, 3, 3, 32, 32) and out["pose"].shape == (2, 3, 3)
+    assert torch.allclose(out["landmarks"][:, 1], out["landmarks"][:, 0])  # same transform within a clip
+    assert not torch.allclose(out["landmarks"][0, 0], out["landmarks"][1, 0])  # clips differ
+    assert not out["landmarks_visible"][1, 2].any()  # the padding frame
