@@ -19,6 +19,8 @@ import torch
 from timm.models import FeatureInfo
 from torch import Tensor, nn
 
+from facelit.nets.fused import ConvBNAct
+
 __all__ = [
     "MobileNetV1",
     "mobilenet_v1_025",
@@ -44,16 +46,15 @@ _STAGES: tuple[tuple[tuple[int, int], ...], ...] = (
 
 def conv_bn_act(
     cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, slope: float | None = 0.0
-) -> nn.Sequential:
+) -> ConvBNAct:
     """Conv (same padding, no bias) + BatchNorm + activation: ReLU for ``slope == 0``,
-    LeakyReLU(slope) for ``slope > 0``, none for ``slope is None``. Shared by the necks."""
-    layers: list[nn.Module] = [
-        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(cout),
-    ]
+    LeakyReLU(slope) for ``slope > 0``, none for ``slope is None``. Shared by the necks.
+    BatchNorm is folded into the conv at inference (:class:`facelit.nets.fused.ConvBNAct`)."""
+    act = None
     if slope is not None:
-        layers.append(nn.LeakyReLU(slope, inplace=True) if slope > 0 else nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
+        act = nn.LeakyReLU(slope, inplace=True) if slope > 0 else nn.ReLU(inplace=True)
+    conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+    return ConvBNAct(conv, nn.BatchNorm2d(cout), act)
 
 
 def _separable(cin: int, cout: int, stride: int, slope: float) -> nn.Sequential:
