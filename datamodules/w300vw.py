@@ -11,7 +11,8 @@ by video, so no frame of a validation video is trained on); ``test`` = the test 
 Checkpoints are chosen on ``val``, never on the test categories.
 
 Without ``data_dir``: synthetic clips (:mod:`facelit.synth.video`), ``num_train_clips`` for
-training (seed ``seed``) and ``num_val_clips`` for validation and test (seed ``seed + 1``).
+training (seed ``seed``), ``num_val_clips`` for validation (seed ``seed + 1``) and as many for
+test (seed ``seed + 2``: never the clips checkpoints were chosen on).
 
 Batches are clip batches (:mod:`facelit.datasets.clips`): ``image`` (B, T, 3, S, S), ``landmarks``
 (B, T, K, 2), ``landmarks_visible`` (B, T, K), ``frame_mask`` (B, T), ``occluded`` (B, T),
@@ -171,7 +172,7 @@ class W300VWDataModule(FaceDataModule):
             if stage == "fit":
                 train = self.maybe_cache(train, "synthetic train clips")
             val = self.maybe_cache(self._synthetic(self.seed + 1, self.num_val_clips), "synthetic val clips")
-            test = val
+            test = self._synthetic(self.seed + 2, self.num_val_clips)  # rendered on demand
         else:
             train, val, test = self.real_datasets()
         if self.stills_dir is not None:

@@ -272,6 +272,8 @@ def test_synthetic_datamodule_batches():
         assert batch[key].dtype == dtype, key
     val = next(iter(dm.val_dataloader()))
     assert val["clip"] == ["synth-1-0", "synth-1-1"]  # validation clips come from seed + 1
+    dm.setup("test")
+    assert next(iter(dm.test_dataloader()))["clip"] == ["synth-2-0", "synth-2-1"]  # test: seed + 2
     with pytest.raises(ValueError, match="unknown 300-VW test categories"):
         W300VWDataModule(test_categories=(4,))
 
