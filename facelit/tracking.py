@@ -12,8 +12,9 @@ Per frame t:
    fresh predictor state. No detector: the track keeps its last box (or ``initial_box``).
 2. Crop the track box to ``crop_size`` (:func:`facelit.augment.crop.crop_resize`), predict, map the
    points back to frame pixels.
-3. The track is lost when the mean landmark confidence falls below ``lost_threshold``; otherwise
-   the next box is :func:`box_from_landmarks` of this frame's points.
+3. The track is lost when the mean landmark confidence falls below ``lost_threshold`` or the
+   points collapse (their box is under ``MIN_BOX_SIDE`` pixels); otherwise the next box is
+   :func:`box_from_landmarks` of this frame's points. A lost track without a detector keeps its box.
 
 Convention: frames (3, H, W) float in [0, 1]; boxes xyxy and points (x, y) in frame pixels of the
 pixel-area frame.
@@ -21,6 +22,7 @@ pixel-area frame.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,7 @@ __all__ = [
 # Side of the tracking square in units of the eye-centre-to-mouth-centre distance (RED-Net).
 BOX_SCALE = 3.0
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+MIN_BOX_SIDE = 1.0  # pixels; a smaller box from the landmarks (collapsed points) loses the track
 
 Predictor = Callable[[Tensor, Any], tuple[Tensor, Tensor, Any]]
 Detector = Callable[[Tensor], tuple[Tensor, Tensor]]
@@ -163,10 +166,15 @@ def track_video(
         result.confidence.append(mean_conf)
         result.boxes.append(box[0].clone())
         result.detected.append(started)
-        if mean_conf < lost_threshold and detect is not None:
-            box, state = None, None  # lost: re-detect on the next frame
+        next_box = box_from_landmarks(points[None], scheme)
+        side_next = float(next_box[0, 2] - next_box[0, 0])
+        degenerate = not math.isfinite(side_next) or side_next < MIN_BOX_SIDE
+        if mean_conf < lost_threshold or degenerate:
+            if detect is not None:
+                box, state = None, None  # lost: re-detect on the next frame
+            # without a detector a lost track keeps its box (and its state)
         else:
-            box = box_from_landmarks(points[None], scheme)
+            box = next_box
     return result
 
 

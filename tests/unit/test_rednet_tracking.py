@@ -71,6 +71,20 @@ def test_tracking_maps_points_follows_and_redetects() -> None:
     assert out["confidence"].tolist() == [1.0, 1.0, 0.0, 1.0, 1.0]
 
 
+def test_collapsed_points_lose_the_track() -> None:
+    calls: list[int] = []
+
+    def detect(frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(1)
+        return torch.tensor([[0.0, 0.0, 32.0, 32.0]]), torch.tensor([1.0])
+
+    def collapsed(crop: torch.Tensor, state: object) -> tuple[torch.Tensor, torch.Tensor, object]:
+        return torch.full((7, 2), 16.0), torch.ones(7), state
+
+    track_video([torch.zeros(3, 32, 32)] * 3, collapsed, SCHEME, CROP, detect=detect)
+    assert len(calls) == 3  # every frame re-detects: one point-sized box is no track
+
+
 def test_tracking_needs_a_start_and_survives_an_empty_detection() -> None:
     with pytest.raises(ValueError, match="initial_box or a detect"):
         track_video([torch.zeros(3, 8, 8)], StubPredictor(), SCHEME, CROP)
