@@ -145,7 +145,7 @@ def _draw_clutter(
         px, py = (p % hw).float(), (torch.div(p, hw, rounding_mode="floor") % hh).float()
         t = tex.index_select(0, shape.index_select(0, idx))
         m = (0.5 + 0.5 * torch.sin(px * (0.15 + t) * 6.0 + py * (0.7 - t) * 4.0))[:, None]
-        c1 = c1.index_copy(
+        c1.index_copy_(
             0,
             idx,
             torch.lerp(c1.index_select(0, idx), colour2.index_select(0, shape.index_select(0, idx)), m),

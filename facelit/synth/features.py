@@ -192,7 +192,8 @@ def _subset(mask: torch.Tensor) -> torch.Tensor:
 def _paint_human(
     surf: _Surface, albedo: torch.Tensor, hairw: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Paint eyes, brows, lips and nostrils onto skin albedo (Q, 3); returns albedo and a pupil mask (Q,)."""
+    """Paint eyes, brows, lips and nostrils onto skin albedo (Q, 3) (in place); returns albedo and a
+    pupil mask (Q,)."""
     feats = _human_chart_features()
     chart = surf.chart
     x, y = chart[:, 0], chart[:, 1]
@@ -216,8 +217,8 @@ def _paint_human(
         lash_col = (t[:, _T_BROWS : _T_BROWS + 3] * 0.5).clamp(min=0.06)
         col = torch.where((lash & ~iris)[:, None], lash_col, col)
         col = col * (~pup).float()[:, None]
-        albedo = albedo.index_copy(0, idx, col)
-        pupil = pupil.index_copy(0, idx, pup)
+        albedo.index_copy_(0, idx, col)
+        pupil.index_copy_(0, idx, pup)
     # brows: tapered strokes with soft edges
     idx = _subset((y > 0.38) & (y < 0.72) & (ax > 0.1) & (ax < 0.92) & bare)
     if idx.numel():
@@ -226,9 +227,7 @@ def _paint_human(
         d = polyline_distance(cx, torch.where(right[:, None, None], feats["brow_r"], feats["brow_l"]))
         half = t[:, _T_BROWW] * (1.0 - 0.45 * ((cx[:, 0].abs() - 0.18) / 0.62).clamp(0, 1))
         a = ((half - d) / 0.012).clamp(0, 1)[:, None] * 0.9
-        albedo = albedo.index_copy(
-            0, idx, torch.lerp(albedo.index_select(0, idx), t[:, _T_BROWS : _T_BROWS + 3], a)
-        )
+        albedo.index_copy_(0, idx, torch.lerp(albedo.index_select(0, idx), t[:, _T_BROWS : _T_BROWS + 3], a))
     # lips, mouth cavity and teeth
     idx = _subset((y > -0.9) & (y < -0.5) & (ax < 0.48))
     if idx.numel():
@@ -244,14 +243,14 @@ def _paint_human(
         teeth = inner & (cx[:, 1] > feats["teeth_y"]) & (t[:, _T_MOUTH] > 0.04)
         col = torch.where(inner[:, None], torch.tensor(_CAVITY), col)
         col = torch.where(teeth[:, None], torch.tensor(_TEETH), col)
-        albedo = albedo.index_copy(0, idx, col)
+        albedo.index_copy_(0, idx, col)
     # nostrils
     idx = _subset((y > -0.37) & (y < -0.26) & (ax < 0.16))
     if idx.numel():
         cx = chart.index_select(0, idx)
         r = ((cx[:, 0].abs() - 0.085) / 0.048) ** 2 + ((cx[:, 1] + 0.312) / 0.02) ** 2
         a = (1.0 - r).clamp(0, 0.5)[:, None] * 1.28
-        albedo = albedo.index_copy(0, idx, albedo.index_select(0, idx) * (1 - a))
+        albedo.index_copy_(0, idx, albedo.index_select(0, idx) * (1 - a))
     return albedo, pupil
 
 
@@ -263,7 +262,8 @@ _TEETH = (0.86, 0.84, 0.78)
 def _paint_animal(
     surf: _Surface, albedo: torch.Tensor, landmarks: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eyes (dark, with a black pupil), nostrils and the mouth line of horse/sheep heads."""
+    """Eyes (dark, with a black pupil), nostrils and the mouth line of horse/sheep heads, painted onto
+    albedo (Q, 3) in place; returns albedo and a pupil mask (Q,)."""
     chart = surf.chart
     x, y = chart[:, 0], chart[:, 1]
     pupil = torch.zeros(x.shape[0], dtype=torch.bool)
@@ -278,8 +278,8 @@ def _paint_animal(
         col = torch.where(
             eye[:, None], t[:, _T_IRIS : _T_IRIS + 3] * (1 - 0.5 * r2[:, None]), albedo.index_select(0, idx)
         )
-        albedo = albedo.index_copy(0, idx, col * (~pup).float()[:, None])
-        pupil = pupil.index_copy(0, idx, pup)
+        albedo.index_copy_(0, idx, col * (~pup).float()[:, None])
+        pupil.index_copy_(0, idx, pup)
     ny, mx, my = float(landmarks[2, 1]), float(landmarks[4, 0]), float(landmarks[4, 1])
     idx = _subset((y < ny + 0.3) & (y > my - 0.25) & (x.abs() < mx + 0.45))
     if idx.numel():
@@ -289,5 +289,5 @@ def _paint_animal(
         mouth_line = torch.tensor([[-mx, my], [0.0, my - 0.05], [mx, my]])
         dm = polyline_distance(cx, mouth_line)
         dark = torch.maximum(dark, ((0.035 - dm) / 0.015).clamp(0, 1)[:, None] * 0.85)
-        albedo = albedo.index_copy(0, idx, albedo.index_select(0, idx) * (1 - dark))
+        albedo.index_copy_(0, idx, albedo.index_select(0, idx) * (1 - dark))
     return albedo, pupil

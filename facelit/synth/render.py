@@ -164,7 +164,7 @@ def _paint_heads(
         extra: (5, D) chart (2), front, hair, texture. hairw: (D,) hair weight in [0, 1].
 
     Returns:
-        The new albedo (P, 3) and the pupil mask (D,) of the subset.
+        The albedo (P, 3), painted in place, and the pupil mask (D,) of the subset.
     """
     pupil = torch.zeros(d_idx.numel(), dtype=torch.bool)
     chart = extra[0:2].T.contiguous()
@@ -181,7 +181,7 @@ def _paint_heads(
         strands = 0.88 + 0.12 * torch.sin(70.0 * cx[:, 0] + 5.0 * torch.sin(7.0 * cx[:, 1]) + t[:, 3])
         hair_col = t[:, 0:3] * strands[:, None]
         p_idx = d_idx.index_select(0, idx)
-        albedo = albedo.index_copy(
+        albedo.index_copy_(
             0, p_idx, torch.lerp(albedo.index_select(0, p_idx), hair_col, hairw.index_select(0, idx)[:, None])
         )
     feat = (d_mat == MAT_HEAD) & is_head & (extra[2] > 0.05)
@@ -204,8 +204,8 @@ def _paint_heads(
                 albedo.index_select(0, p_idx),
                 torch.as_tensor(heads.model.template.landmarks, dtype=torch.float32),
             )
-        albedo = albedo.index_copy(0, p_idx, col)
-        pupil = pupil.index_copy(0, idx, pup)
+        albedo.index_copy_(0, p_idx, col)
+        pupil.index_copy_(0, idx, pup)
     return albedo, pupil
 
 
