@@ -18,6 +18,8 @@ in alternating order, so that machine load hits both alike):
 - ``train``: one training step (forward, matching, loss, backward, SGD) at 640x640, batch 8, 2
   threads, on the same synthetic scenes: ours (``RetinaFaceModule``'s net and ``MultiBoxLoss``)
   vs the peer's net with its own ``MultiBoxLoss`` (0.35 IoU, 7:1 OHEM, loc weight 2) and priors.
+- ``post``: post-processing at VGA (``--ckpt``: a fitted detector; a synthetic scene): our
+  ``detect`` vs the peer's ``detect.py`` flow with its numpy NMS, on the same dense outputs.
 - ``e2e``: training throughput including data loading: both sides read the same JPEGs from a
   temporary WIDER-style tree (our ``WiderFaceDataset`` + ``DetectionAugment`` vs the peer's
   ``WiderFaceDetection`` + cv2 ``preproc``; needs cv2), ``--workers`` DataLoader workers each.
@@ -314,7 +316,67 @@ def part_e2e(peer: types.SimpleNamespace, args: argparse.Namespace) -> dict[str,
     }
 
 
-PARTS = {"infer": part_infer, "deploy": part_deploy, "train": part_train, "e2e": part_e2e}
+def part_post(peer: types.SimpleNamespace, args: argparse.Namespace) -> dict[str, Any]:
+    """Post-processing at VGA on a fitted detector's outputs for a synthetic scene: our ``detect``
+    vs the peer's ``detect.py`` flow (decode every anchor, threshold, top-k, numpy ``py_cpu_nms``,
+    keep-top-k) on the same dense outputs (same anchor order and coding), next to the network time."""
+    import numpy as np
+
+    from facelit.nets.retinaface import RetinaFace, detect
+    from facelit.nets.retinaface_post import KEEP_TOP_K, NMS_THRESHOLD, SCORE_THRESHOLD, TOP_K
+    from facelit.synth import render_scene
+
+    if args.ckpt is None:
+        return {
+            "skipped": "needs --ckpt (a fitted RetinaFaceModule checkpoint; a random net's scores are flat)"
+        }
+    box_utils = importlib.import_module("utils.box_utils")
+    py_cpu_nms = importlib.import_module("utils.nms.py_cpu_nms").py_cpu_nms
+    torch.set_num_threads(1)
+    net = RetinaFace().eval()
+    state = torch.load(args.ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+    image = render_scene(args.scene_seed, 0, *VGA)["image"][None]
+    anchors = net.anchors_for(VGA)
+    priors = peer.PriorBox(peer.cfg, image_size=VGA).forward()
+    scale = torch.tensor([VGA[1], VGA[0]] * 5)
+
+    def peer_post(out: dict[str, torch.Tensor]) -> np.ndarray:
+        boxes = box_utils.decode(out["box"][0], priors, peer.cfg["variance"]) * scale[:4]
+        scores = out["cls"][0].softmax(-1)[:, 1].numpy()
+        landms = (box_utils.decode_landm(out["landmarks"][0], priors, peer.cfg["variance"]) * scale).numpy()
+        inds = np.where(scores > SCORE_THRESHOLD)[0]
+        boxes, landms, scores = boxes.numpy()[inds], landms[inds], scores[inds]
+        order = scores.argsort()[::-1][:TOP_K]
+        boxes, landms, scores = boxes[order], landms[order], scores[order]
+        dets = np.hstack((boxes, scores[:, None])).astype(np.float32, copy=False)
+        keep = py_cpu_nms(dets, NMS_THRESHOLD)
+        return np.concatenate((dets[keep], landms[keep]), axis=1)[:KEEP_TOP_K]
+
+    with torch.inference_mode():
+        out = net(image)
+        fns = {
+            "network": lambda: net(image),
+            "ours_post": lambda: detect(out, anchors),
+            "peer_post": lambda: peer_post(out),
+        }
+        med = summary(alternate(fns, args.rounds, args.warmup))
+        scores = out["cls"][0].softmax(-1)[:, 1]
+        ours, theirs = detect(out, anchors)[0], peer_post(out)
+    return {
+        "checkpoint": str(args.ckpt),
+        "ms": med,
+        "ours_post_share_of_network": round(med["ours_post"] / med["network"], 3),
+        "peer_post_share_of_network": round(med["peer_post"] / med["network"], 3),
+        "post_speedup_vs_peer": round(med["peer_post"] / med["ours_post"], 2),
+        "anchors": int(scores.numel()),
+        "candidates_above_threshold": int((scores > SCORE_THRESHOLD).sum()),
+        "background_score_median": round(float(scores.median()), 4),
+        "detections": {"ours": int(ours["scores"].numel()), "peer": int(theirs.shape[0])},
+    }
+
+
+PARTS = {"infer": part_infer, "deploy": part_deploy, "train": part_train, "e2e": part_e2e, "post": part_post}
 
 
 def main() -> None:
@@ -322,7 +384,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--peer-dir", type=Path, default=None, help="checkout of biubug6/Pytorch_Retinaface")
-    parser.add_argument("--parts", default="infer,deploy,train,e2e")
+    parser.add_argument("--parts", default="infer,deploy,post,train,e2e")
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -332,6 +394,8 @@ def main() -> None:
     parser.add_argument("--e2e-images", type=int, default=48)
     parser.add_argument("--e2e-steps", type=int, default=3)
     parser.add_argument("--e2e-rounds", type=int, default=5)
+    parser.add_argument("--ckpt", type=Path, default=None, help="fitted RetinaFaceModule checkpoint (post)")
+    parser.add_argument("--scene-seed", type=int, default=7)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--peak-tflops", type=float, default=None, help="bf16 dense peak for MFU (gpu part)")
     args = parser.parse_args()

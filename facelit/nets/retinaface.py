@@ -256,9 +256,10 @@ class RetinaFace(nn.Module):
             (B, A, 10) deltas (x, y per point), ``features`` (L maps (B, C, h_l, w_l) for
             :meth:`mesh_at`); with ``cascade`` also ``cls_2``, ``box_2``, ``landmarks_2``.
         """
+        x = self.normalize(images)
         if self.channels_last_inference and not (self.training or torch.is_grad_enabled()):
-            images = images.contiguous(memory_format=torch.channels_last)
-        feats = self.fpn(self.backbone(self.normalize(images)))
+            x = x.contiguous(memory_format=torch.channels_last)  # after normalising: NCHW is faster there
+        feats = self.fpn(self.backbone(x))
         feats = [ctx(f) for ctx, f in zip(self.context, feats, strict=True)]
         out: dict[str, Tensor | list[Tensor]] = {
             "cls": self.cls_head(feats),

@@ -64,6 +64,20 @@ def test_folded_conv_bn_equals_plain(cin, cout, kernel, stride, groups, slope) -
     assert weight.is_contiguous(memory_format=torch.channels_last) and bias.shape == (cout,)
 
 
+def test_pointwise_block_on_channels_last_maps_is_a_gemm_equal_to_conv() -> None:
+    torch.manual_seed(0)
+    block = conv_bn_act(16, 24, 1, slope=0.1)
+    _randomise_bn(block)
+    block.eval()
+    x = torch.randn(2, 16, 11, 13).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        fast = block(x)
+    with torch.enable_grad():
+        plain = block(x.contiguous()).detach()
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+
+
 def test_training_path_is_the_plain_sequential_bit_for_bit() -> None:
     torch.manual_seed(0)
     block = conv_bn_act(4, 8, 3, slope=0.1)
