@@ -12,7 +12,8 @@ timing of inference, not a trained model), ``propagation`` (``propagate_detailed
 probabilities carry no structure, so propagation runs on the mean affinity of the models (the
 affinity columns of the same inputs) as the pair score, thresholded at ``--threshold``: a stand-in
 for a trained mediator whose scores also rank same-identity pairs first. ``total`` = sum of the
-four stages (data generation excluded).
+four stages (data generation excluded). ``--compare-structures`` also times building the inputs of
+both structures (no MLP), one after the other in the same process.
 
 Also reported: kNN recall of every graph against exact search on ``--recall-queries`` sampled
 nodes, the peak resident set of the process (``ru_maxrss``, data generation included), and the
@@ -81,6 +82,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--progress", action="store_true", help="progress bars on stderr")
+    parser.add_argument("--compare-structures", action="store_true",
+                        help="also time building the inputs of every structure, side by side (not in total)")
     args = parser.parse_args()
     import faiss
 
@@ -122,6 +125,14 @@ def main() -> None:
             mean_affinity[start:start + len(rows)] = rows[:, affinity].mean(axis=1)
     times["mediator"], cpu["mediator"] = time.perf_counter() - t, time.process_time() - c
 
+    structure_cpu = {}
+    if args.compare_structures:
+        for structure in STRUCTURES:
+            c = time.process_time()
+            for _ in iter_mediator_inputs(pairs, graphs, features, structure):
+                pass
+            structure_cpu[structure] = round(time.process_time() - c, 2)
+
     t, c = time.perf_counter(), time.process_time()
     result = propagate_detailed(pairs, mean_affinity, args.nodes, threshold=args.threshold,
                                 max_size=DEFAULT_MAX_SIZE, progress=args.progress)
@@ -142,7 +153,7 @@ def main() -> None:
         "pairwise_precision": round(precision, 4), "pairwise_recall": round(recall, 4),
         "pairwise_fscore": round(fscore, 4), "labelled_fraction": round(float(lab.mean()), 4),
         "mean_probability_random_mediator": round(float(probs.mean()), 4),
-    }))
+    } | ({"input_cpu_seconds_by_structure": structure_cpu} if structure_cpu else {})))
 
 
 if __name__ == "__main__":

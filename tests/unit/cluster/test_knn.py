@@ -98,3 +98,17 @@ def test_pair_cosine_and_targets():
     p = np.array([[0, 1], [1, 2], [0, 2]])
     np.testing.assert_allclose(pair_cosine(x, p), [0.6, 0.8, 0.0], atol=1e-7)
     np.testing.assert_array_equal(pair_targets(p, np.array([4, 4, 1])), [1, 0, 0])
+
+
+def _faiss_gpus() -> int:
+    import faiss
+
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_faiss_gpus() == 0, reason="needs faiss with a GPU (faiss-gpu build and a device)")
+def test_auto_uses_exact_gpu_index_at_any_size():
+    x = _clustered(1500)
+    g = knn_graph(x, k=10, method="auto", exact_max=100, progress=False)  # GPU: flat even above exact_max
+    np.testing.assert_allclose(g.sims, exact_knn(x, 10, progress=False).sims, atol=1e-4)
