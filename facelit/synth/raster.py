@@ -239,7 +239,7 @@ def rasterize(
     zbuf = _workspace(height * width).fill_(_KEY_MAX)
     zbuf.scatter_reduce_(0, pix, key, reduce="amin")
     won_pix = (zbuf != _KEY_MAX).nonzero().squeeze(1)
-    win = zbuf.index_select(0, won_pix).remainder_(_MAX_CANDIDATES)
+    win = zbuf.index_select(0, won_pix).bitwise_and_(_MAX_CANDIDATES - 1)  # = key % 2^26 (keys >= 0)
     w_row = p_row.index_select(0, win)
     w_tri = r_tri.index_select(0, w_row)
     w_px = px_local.index_select(0, win)
