@@ -5,8 +5,9 @@ Recognition part (:class:`CDPDataModule`, a :class:`FaceRecognitionDataModule`):
 either a real recognition folder layout (``data_dir``, CASIA-WebFace style, one folder per identity
 plus a landmark file) or ``synth_world_size`` synthetic crops of ``synth_identities`` identities.
 Its identities are split (:func:`split_identities`, deterministic in ``split_seed``, identities
-disjoint) into a labelled part (``labelled_fraction``, 1:9 as the paper) and an unlabelled part.
-``part`` chooses what ``fit`` trains on:
+disjoint) into a labelled part (``labelled_fraction``, 1:9 as the paper) and an unlabelled part;
+optionally a share of the labelled identities (``held_out_fraction``) is kept out of recognition
+training for the mediator. ``part`` chooses what ``fit`` trains on:
 
 - ``labelled``: the labelled images, classes renumbered 0..L-1 (``num_identities`` = L): the base
   model, the committee and the "labelled only" baseline;
@@ -16,10 +17,11 @@ disjoint) into a labelled part (``labelled_fraction``, 1:9 as the paper) and an 
   per unlabelled image, -1 = discarded), each batch half of each (the authors' two-head scheme;
   ``num_pseudo_identities`` = number of pseudo classes).
 
-``predict`` serves the images of ``predict_part`` (``labelled`` | ``unlabelled``) in node order:
-item ``index`` = node id of the part, ``identity`` = its class (labelled) or true identity
-(unlabelled, for evaluation only). Validation and test are the verification pairs of
-:class:`FaceRecognitionDataModule` (unseen identities), so every model is scored the same way.
+``predict`` serves the images of ``predict_part`` (``labelled`` | ``held_out`` | ``unlabelled``)
+in node order: item ``index`` = node id of the part, ``identity`` = its class (labelled) or true
+identity (held out: the mediator's targets; unlabelled: for evaluation only). Validation and test
+are the verification pairs of :class:`FaceRecognitionDataModule` (unseen identities), so every
+model is scored the same way.
 
 The mediator's pairs: :mod:`datamodules.cdp_mediator`.
 
@@ -29,6 +31,7 @@ Batches: as :mod:`datamodules.face_recognition`, plus ``pseudo`` (B,) bool with 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +44,7 @@ from datamodules.face_recognition import FaceRecognitionDataModule, RandomFlip
 
 __all__ = [
     "CDPDataModule",
+    "IdentitySplit",
     "JointDataset",
     "PartDataset",
     "StoredDataset",
@@ -50,34 +54,60 @@ __all__ = [
 ]
 
 Part = Literal["labelled", "all", "pseudo"]
-PredictPart = Literal["labelled", "unlabelled"]
+PredictPart = Literal["labelled", "held_out", "unlabelled"]
 DEFAULT_LABELLED_FRACTION = 0.1
 """Labelled share of the identities: 1:9, as the paper's MS-Celeb-1M split."""
 
 
-def split_identities(
-    num_identities: int, labelled_fraction: float = DEFAULT_LABELLED_FRACTION, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split identities 0..num_identities-1 into disjoint labelled and unlabelled sets.
+@dataclass(frozen=True)
+class IdentitySplit:
+    """Disjoint identity sets (sorted int64): ``labelled`` (recognition training), ``held_out``
+    (labelled, but kept out of recognition training: the mediator's training identities when
+    ``held_out_fraction > 0``) and ``unlabelled``."""
 
-    A random permutation seeded by ``seed``; the first round(fraction x n) (at least 1, at most
-    n - 1) identities are labelled. Returns (labelled (L,), unlabelled (n - L,)) sorted int64.
+    labelled: np.ndarray
+    held_out: np.ndarray
+    unlabelled: np.ndarray
+
+
+def split_identities(
+    num_identities: int,
+    labelled_fraction: float = DEFAULT_LABELLED_FRACTION,
+    seed: int = 0,
+    held_out_fraction: float = 0.0,
+) -> IdentitySplit:
+    """Split identities 0..num_identities-1 into labelled, held-out and unlabelled sets.
+
+    A random permutation seeded by ``seed``: the first round(labelled_fraction x n) identities (at
+    least 1, at most n - 1) are labelled; of those, the first round(held_out_fraction x L) (at
+    least 1 when the fraction is > 0, and at least one labelled identity left) are held out.
     """
     if not 0.0 < labelled_fraction < 1.0:
         raise ValueError(f"labelled_fraction must be in (0, 1), got {labelled_fraction}")
+    if not 0.0 <= held_out_fraction < 1.0:
+        raise ValueError(f"held_out_fraction must be in [0, 1), got {held_out_fraction}")
     if num_identities < 2:
         raise ValueError(f"need at least 2 identities to split, got {num_identities}")
-    count = part_num_identities(num_identities, labelled_fraction, "labelled")
-    perm = np.random.default_rng(int(seed)).permutation(int(num_identities))
-    return np.sort(perm[:count]).astype(np.int64), np.sort(perm[count:]).astype(np.int64)
+    n = int(num_identities)
+    count = int(min(n - 1, max(1, round(labelled_fraction * n))))
+    held = 0 if held_out_fraction == 0 else int(min(count - 1, max(1, round(held_out_fraction * count))))
+    if held_out_fraction > 0 and held < 1:
+        raise ValueError(
+            f"{count} labelled identities leave none to hold out (held_out_fraction {held_out_fraction})"
+        )
+    perm = np.random.default_rng(int(seed)).permutation(n)
+    parts = (perm[held:count], perm[:held], perm[count:])
+    return IdentitySplit(*(np.sort(p).astype(np.int64) for p in parts))
 
 
-def part_num_identities(num_identities: int, labelled_fraction: float, part: str) -> int:
-    """Classifier classes of ``part``: the labelled identities (``labelled``, ``pseudo``: the
+def part_num_identities(
+    num_identities: int, labelled_fraction: float, part: str, held_out_fraction: float = 0.0
+) -> int:
+    """Classifier classes of ``part``: the trained labelled identities (``labelled``, ``pseudo``: the
     labelled head) or all of them (``all``)."""
     if part == "all":
         return int(num_identities)
-    return int(min(num_identities - 1, max(1, round(labelled_fraction * num_identities))))
+    return len(split_identities(num_identities, labelled_fraction, 0, held_out_fraction).labelled)
 
 
 class StoredDataset(CachedDataset):
@@ -166,13 +196,19 @@ class CDPDataModule(FaceRecognitionDataModule):
 
     Args:
         part: ``labelled`` | ``all`` | ``pseudo``: what ``fit`` trains on.
-        predict_part: ``labelled`` | ``unlabelled``: whose images ``predict`` serves.
+        predict_part: ``labelled`` | ``held_out`` | ``unlabelled``: whose images ``predict`` serves.
         labelled_fraction: share of labelled identities (0.1 = 1:9).
         split_seed: seed of the identity split (one split for every model of a run).
+        held_out_fraction: share of the labelled identities kept out of recognition training
+            (``predict_part=held_out`` serves them: pairs for the mediator that behave as unseen
+            identities do; 0 = the paper, whose mediator learns on the training identities).
         pseudo_labels: pseudo-label file of the unlabelled images (``part=pseudo``).
         num_pseudo_identities: pseudo classes (``part=pseudo``; must match the file).
         synth_identities: identities of the synthetic world (labelled and unlabelled).
         synth_world_size: images of the synthetic world.
+        synth_variation: scale of the synthetic world's nuisances: pose ranges, blur and occluder
+            probabilities of ``RECOGNITION_DOMAIN`` (1 = the SphereFace world; smaller = faces that
+            small, briefly trained models can already cluster).
         cache_dir: folder where the rendered synthetic sets are kept between runs (``None``: memory).
         num_identities: classifier classes of ``part`` (checked: :func:`part_num_identities`).
         **kwargs: :class:`FaceRecognitionDataModule` arguments (``synth_train_size`` is unused).
@@ -184,31 +220,59 @@ class CDPDataModule(FaceRecognitionDataModule):
         predict_part: PredictPart = "unlabelled",
         labelled_fraction: float = DEFAULT_LABELLED_FRACTION,
         split_seed: int = 0,
+        held_out_fraction: float = 0.0,
         pseudo_labels: str | None = None,
         num_pseudo_identities: int = 0,
         synth_identities: int = 200,
         synth_world_size: int = 3000,
+        synth_variation: float = 1.0,
         cache_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if part not in ("labelled", "all", "pseudo"):
             raise ValueError(f"part must be 'labelled', 'all' or 'pseudo', got {part!r}")
-        if predict_part not in ("labelled", "unlabelled"):
-            raise ValueError(f"predict_part must be 'labelled' or 'unlabelled', got {predict_part!r}")
+        if predict_part not in ("labelled", "held_out", "unlabelled"):
+            raise ValueError(
+                f"predict_part must be 'labelled', 'held_out' or 'unlabelled', got {predict_part!r}"
+            )
         if part == "pseudo" and (pseudo_labels is None or num_pseudo_identities < 1):
             raise ValueError(
                 "part='pseudo' needs pseudo_labels (a label file) and num_pseudo_identities >= 1"
             )
         self.part, self.predict_part = part, predict_part
         self.labelled_fraction, self.split_seed = float(labelled_fraction), int(split_seed)
+        self.held_out_fraction = float(held_out_fraction)
         self.pseudo_labels, self.num_pseudo_identities = pseudo_labels, int(num_pseudo_identities)
         self.synth_identities, self.synth_world_size = int(synth_identities), int(synth_world_size)
+        if not 0.0 <= synth_variation <= 1.0:
+            raise ValueError(f"synth_variation must be in [0, 1], got {synth_variation}")
+        self.synth_variation = float(synth_variation)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.world_identity: np.ndarray | None = None
-        self.labelled_ids: np.ndarray | None = None
+        self.split: IdentitySplit | None = None
 
     # ---- the world and its split ----------------------------------------------------------------
+    def _synth_images(self, seed: int, length: int, identities: int) -> Dataset:
+        """The parent's synthetic crops, in a domain whose nuisances are scaled by ``synth_variation``."""
+        from dataclasses import replace
+
+        from facelit.synth.recognition import RECOGNITION_DOMAIN, RecognitionCropDataset
+
+        d, v = RECOGNITION_DOMAIN, self.synth_variation
+        domain = replace(
+            d,
+            name=f"{d.name}_x{v:g}",
+            yaw=(d.yaw[0] * v, d.yaw[1] * v),
+            pitch=(d.pitch[0] * v, d.pitch[1] * v),
+            roll=(d.roll[0] * v, d.roll[1] * v),
+            occluder_prob=d.occluder_prob * v,
+            blur_prob=d.blur_prob * v,
+        )
+        return RecognitionCropDataset(
+            seed, length, identities, self.image_size, self.synth_render_size, domain, self.template
+        )
+
     def _cache_path(self, desc: str, seed: int, length: int, identities: int) -> Path | None:
         if self.cache_dir is None:
             return None
@@ -251,15 +315,14 @@ class CDPDataModule(FaceRecognitionDataModule):
         return super()._synth_pairs(seed, desc)
 
     def part_positions(self, which: str) -> np.ndarray:
-        """(M,) world positions of the ``labelled`` or ``unlabelled`` images, in node order."""
-        if self.world_identity is None or self.labelled_ids is None:
+        """(M,) world positions of the ``labelled``, ``held_out`` or ``unlabelled`` images, in node order."""
+        if self.world_identity is None or self.split is None:
             raise RuntimeError("call setup() first")
-        inside = np.isin(self.world_identity, self.labelled_ids)
-        return np.flatnonzero(inside if which == "labelled" else ~inside)
+        return np.flatnonzero(np.isin(self.world_identity, getattr(self.split, which)))
 
     def _labelled_part(self, world: Dataset) -> PartDataset:
         pos = self.part_positions("labelled")
-        return PartDataset(world, pos, np.searchsorted(self.labelled_ids, self.world_identity[pos]))  # type: ignore[arg-type]
+        return PartDataset(world, pos, np.searchsorted(self.split.labelled, self.world_identity[pos]))  # type: ignore[union-attr,index]
 
     def _pseudo_part(self, world: Dataset) -> PartDataset:
         from facelit.cluster.io import load_labels
@@ -279,8 +342,8 @@ class CDPDataModule(FaceRecognitionDataModule):
         from facelit.synth.recognition import unseen_seed
 
         world, self.world_identity, total = self._world()
-        self.labelled_ids, _ = split_identities(total, self.labelled_fraction, self.split_seed)
-        expected = part_num_identities(total, self.labelled_fraction, self.part)
+        self.split = split_identities(total, self.labelled_fraction, self.split_seed, self.held_out_fraction)
+        expected = part_num_identities(total, self.labelled_fraction, self.part, self.held_out_fraction)
         if self.num_identities != expected:
             raise ValueError(
                 f"part={self.part!r} of {total} identities (labelled_fraction {self.labelled_fraction}) has "
@@ -319,8 +382,8 @@ class CDPDataModule(FaceRecognitionDataModule):
         self.train_set, self.val_set, self.test_set = train, val, test
         if self.predict_part == "labelled":
             self.predict_set = self._labelled_part(world)
-        else:
-            pos = self.part_positions("unlabelled")
+        else:  # held-out and unlabelled images keep their true identity (mediator targets, evaluation)
+            pos = self.part_positions(self.predict_part)
             self.predict_set = PartDataset(world, pos, self.world_identity[pos])
 
     def train_dataloader(self):

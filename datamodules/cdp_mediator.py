@@ -106,7 +106,7 @@ class MediatorDataModule(FaceDataModule):
         structure: str = "mean_var",
         knn_method: str = "auto",
         val_fraction: float = 0.1,
-        synth_labelled_nodes: int = 1000,
+        synth_labelled_nodes: int = 3000,
         synth_unlabelled_nodes: int = 3000,
         synth_identities: int = 60,
         synth_dim: int = 32,

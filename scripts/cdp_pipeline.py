@@ -12,7 +12,8 @@ it; ``--stages`` runs a subset, reading the earlier stages' outputs):
    on the other folds). The base model is the "labelled only" baseline.
 2. ``features``: ``features/<name>_{labelled,unlabelled}.npy`` of every model (``predict``),
    ``features/labelled_labels.txt`` and ``features/unlabelled_labels.txt`` (ground truth, only for
-   evaluation).
+   evaluation). "labelled" here means the mediator's training nodes: the held-out labelled
+   identities when the config sets ``data.init_args.held_out_fraction > 0``, else the trained ones.
 3. ``mediator``: the mediator (``configs/demo/cdp_mediator.yaml``) on the labelled candidate pairs;
    ``mediator/pairs.npy`` and ``mediator/scores.npy`` for the unlabelled candidate pairs.
 4. ``propagate``: ``pseudo/<method>.txt`` (one label per unlabelled image, -1 discarded) and
@@ -134,7 +135,7 @@ def num_classes(run: Run, part: str, extra: Sequence[str] = ()) -> int:
     cli = main(recognition_args(run, "base", part, extra), run=False)
     data = cli.datamodule
     total = data.synth_identities if data.synthetic else _count_identities(data.data_dir)
-    return part_num_identities(total, data.labelled_fraction, part)
+    return part_num_identities(total, data.labelled_fraction, part, data.held_out_fraction)
 
 
 def _count_identities(root: str) -> int:
@@ -174,8 +175,10 @@ def extract_features(run: Run, name: str) -> None:
     classes = f"--data.init_args.num_identities={num_classes(run, 'labelled')}"
     cli = main(recognition_args(run, name, "labelled", [classes]), run=False)
     ckpt = run.out / "models" / f"{name}.ckpt"
-    for part, path in zip(("labelled", "unlabelled"), outputs, strict=True):
-        cli.datamodule.predict_part = part
+    # the mediator learns on the held-out labelled identities when there are some, else on the trained ones
+    sources = ("held_out" if cli.datamodule.held_out_fraction > 0 else "labelled", "unlabelled")
+    for source, part, path in zip(sources, ("labelled", "unlabelled"), outputs, strict=True):
+        cli.datamodule.predict_part = source
         batches = cli.trainer.predict(cli.model, cli.datamodule, ckpt_path=str(ckpt))
         order = torch.cat([b["index"] for b in batches]).argsort()
         save_features(path, torch.cat([b["features"] for b in batches])[order].numpy())
@@ -303,8 +306,9 @@ def save_plots(folder: Path, curves: dict[str, list[dict[str, float]]], results:
 def threshold_curve(
     pairs: np.ndarray, scores: np.ndarray, gt: np.ndarray, run: Run
 ) -> list[dict[str, float]]:
-    """``facelit.cluster.metrics.threshold_sweep`` over thresholds between the scores' 5th and 99.5th
-    percentiles (every metric of ``cluster_metrics`` per threshold)."""
+    """``facelit.cluster.metrics.threshold_sweep`` at the scores' quantiles from 5 % to 99.5 % (equal
+    pair counts between thresholds, so saturated probabilities near 1 are resolved as finely as
+    cosines; every metric of ``cluster_metrics`` per threshold)."""
     from facelit.cluster.metrics import threshold_sweep
 
     if len(scores) == 0:
