@@ -45,6 +45,11 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     return weight.contiguous(memory_format=torch.channels_last), shift
 
 
+def _tracing() -> bool:
+    """Exporters and compilers trace the plain modules (no host-side cache on traced tensors)."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+
+
 class ConvBNAct(nn.Sequential):
     """``nn.Sequential(conv, bn[, act])`` that folds ``bn`` into ``conv`` at inference (module docstring).
 
@@ -80,7 +85,7 @@ class ConvBNAct(nn.Sequential):
         return self._folded[1], self._folded[2]
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training or torch.is_grad_enabled() or self[1].running_mean is None:
+        if self.training or torch.is_grad_enabled() or self[1].running_mean is None or _tracing():
             return super().forward(x)
         conv = self[0]
         weight, bias = self.folded()
