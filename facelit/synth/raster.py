@@ -202,7 +202,7 @@ def rasterize(
     # scanline spans: one entry per (triangle, row); the span is where all three weights are >= 0
     rows = (j1 - j0 + 1).long()
     n_rows = int(rows.sum())
-    r_tri = torch.repeat_interleave(torch.arange(t_idx.numel()), rows, output_size=n_rows)
+    r_tri = torch.repeat_interleave(rows, output_size=n_rows)  # triangle of each row
     r_start = (rows.cumsum(0) - rows).index_select(0, r_tri)
     yc = j0.index_select(0, r_tri) + (torch.arange(n_rows) - r_start) + 0.5
     r_x0 = x0.index_select(0, r_tri)
@@ -225,7 +225,7 @@ def rasterize(
     row_z = torch.addcmul(z0.index_select(0, r_tri), bz.index_select(0, r_tri), dy)  # depth at px = x0
     row_az = az.index_select(0, r_tri)
     row_i0 = i0 + 0.5 - r_x0  # local x of the first pixel centre of the span
-    p_row = torch.repeat_interleave(torch.arange(n_rows), span, output_size=total)
+    p_row = torch.repeat_interleave(span, output_size=total)  # row of each candidate
     cand = torch.arange(total)
     step = (span.cumsum(0) - span).index_select(0, p_row).neg_().add_(cand)  # pixel offset in its span
     px_local = row_i0.index_select(0, p_row).add_(step)  # (exact: offsets are small integers)
