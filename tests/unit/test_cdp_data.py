@@ -107,26 +107,30 @@ def test_num_identities_must_match_the_part(world_dir: Path):
         dm.setup("fit")
 
 
-def _pseudo_file(dm: CDPDataModule, path: Path, classes: int) -> Path:
-    n = len(dm.part_positions("unlabelled"))
-    labels = np.arange(n) % classes
-    labels[::5] = -1  # discarded nodes
-    save_labels(path, labels)
-    return path
-
-
-def test_pseudo_batches_hold_equal_shares(world_dir: Path, tmp_path: Path):
+def _pseudo_data(
+    world_dir: Path, tmp_path: Path, declared: int, written: int = 3
+) -> tuple[CDPDataModule, Path]:
+    """A part=pseudo datamodule over a label file with ``written`` classes (every 5th node discarded)
+    that declares ``declared`` pseudo classes."""
     probe = CDPDataModule(part="labelled", num_identities=2, cache_dir=str(world_dir), **TINY)
     probe.setup("predict")
-    labels = _pseudo_file(probe, tmp_path / "pseudo.txt", 3)
-    dm = CDPDataModule(
+    labels = np.arange(len(probe.part_positions("unlabelled"))) % written
+    labels[::5] = -1
+    path = tmp_path / "pseudo.txt"
+    save_labels(path, labels)
+    data = CDPDataModule(
         part="pseudo",
         num_identities=2,
-        pseudo_labels=str(labels),
-        num_pseudo_identities=3,
+        pseudo_labels=str(path),
+        num_pseudo_identities=declared,
         cache_dir=str(world_dir),
         **TINY,
     )
+    return data, path
+
+
+def test_pseudo_batches_hold_equal_shares(world_dir: Path, tmp_path: Path):
+    dm, labels = _pseudo_data(world_dir, tmp_path, 3)
     dm.setup("fit")
     assert isinstance(dm.train_set, JointDataset)
     batch = next(iter(dm.train_dataloader()))
@@ -137,17 +141,7 @@ def test_pseudo_batches_hold_equal_shares(world_dir: Path, tmp_path: Path):
 
 
 def test_pseudo_class_count_is_checked(world_dir: Path, tmp_path: Path):
-    probe = CDPDataModule(part="labelled", num_identities=2, cache_dir=str(world_dir), **TINY)
-    probe.setup("predict")
-    labels = _pseudo_file(probe, tmp_path / "pseudo.txt", 3)
-    dm = CDPDataModule(
-        part="pseudo",
-        num_identities=2,
-        pseudo_labels=str(labels),
-        num_pseudo_identities=5,
-        cache_dir=str(world_dir),
-        **TINY,
-    )
+    dm, _ = _pseudo_data(world_dir, tmp_path, 5)
     with pytest.raises(ValueError, match="3 pseudo classes"):
         dm.setup("fit")
 
