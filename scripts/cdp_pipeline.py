@@ -361,7 +361,11 @@ def run_pipeline(run: Run, stages: Sequence[str] = STAGES) -> dict[str, Any]:
         }
     if "retrain" in stages:
         labels = run.out / "pseudo" / f"{run.method}.txt"
-        classes = int(np.loadtxt(labels, dtype=np.int64).max()) + 1
+        classes = int(np.loadtxt(labels, dtype=np.int64, ndmin=1).max()) + 1
+        if classes < 1:
+            raise RuntimeError(
+                f"{labels}: the propagation kept no pair; lower --threshold (it is {run.threshold})"
+            )
         pseudo = [
             f"--data.init_args.pseudo_labels={labels}",
             f"--data.init_args.num_pseudo_identities={classes}",
