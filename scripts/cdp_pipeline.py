@@ -86,7 +86,7 @@ class Run:
     committee: list[Member]
     seed: int = 0
     method: str = "mediator"
-    threshold: float = 0.9
+    threshold: float = 0.5
     vote_accept: int | None = None
     vote_threshold: float = 0.6
     knn_threshold: float = 0.6
@@ -397,7 +397,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Run, list[str]]:
     )
     parser.add_argument("--seed", type=int, default=0, help="world, split and base-model seed")
     parser.add_argument("--method", choices=METHODS, default="mediator", help="pseudo labels used to retrain")
-    parser.add_argument("--threshold", type=float, default=0.9, help="mediator probability threshold")
+    parser.add_argument(
+        "--threshold", type=float, default=0.5, help="mediator probability threshold (official: 0.9875)"
+    )
     parser.add_argument("--vote-accept", type=int, default=None, help="committee votes needed (default: all)")
     parser.add_argument("--vote-threshold", type=float, default=0.6, help="base cosine threshold of voting")
     parser.add_argument(
