@@ -416,6 +416,7 @@ def main() -> None:
         if name not in PARTS:
             raise SystemExit(f"unknown part {name!r}; known: {sorted(PARTS)}")
         result[name] = PARTS[name](peer, args)
+        print(json.dumps({name: result[name]}), file=sys.stderr, flush=True)  # progress; stdout: one object
     result["load_avg_end"] = os.getloadavg()[0]
     print(json.dumps(result))
 
