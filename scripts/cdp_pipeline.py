@@ -95,6 +95,7 @@ class Run:
     k: int = 15
     structure: str = "mean_var"
     overrides: list[str] = field(default_factory=list)
+    mediator_overrides: list[str] = field(default_factory=list)
     force: set[str] = field(default_factory=set)
     progress: bool = True
 
@@ -202,6 +203,7 @@ def mediator_args(run: Run) -> list[str]:
         f"--trainer.default_root_dir={root}",
         f"--trainer.logger.init_args.save_dir={root}",
         f"--trainer.enable_progress_bar={str(run.progress).lower()}",
+        *run.mediator_overrides,
     ]
 
 
@@ -409,6 +411,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Run, list[str]]:
     parser.add_argument("--step", type=float, default=0.05)
     parser.add_argument("-k", type=int, default=15, help="neighbours per node")
     parser.add_argument("--structure", default="mean_var", choices=("mean_var", "common_neighbours"))
+    parser.add_argument(
+        "--mediator-override",
+        action="append",
+        default=[],
+        help="CLI override of the mediator stage, repeatable: --mediator-override=--trainer.max_epochs=20",
+    )
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument(
         "--force",
@@ -438,6 +446,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Run, list[str]]:
         k=args.k,
         structure=args.structure,
         overrides=list(args.overrides),
+        mediator_overrides=list(args.mediator_override),
         force=set(args.force),
     )
     return run, list(args.stages)

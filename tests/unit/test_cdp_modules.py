@@ -15,7 +15,7 @@ from lightning_modules.cdp import CDPRecognitionModule, MediatorModule
 from lightning_modules.sphereface import SphereFaceModule
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from cdp_pipeline import Member, precision_at_recall  # noqa: E402
+from cdp_pipeline import Member, mediator_args, parse_args, precision_at_recall  # noqa: E402
 
 NET = dict(backbone="sphere4", width=0.25, image_size=(32, 32), embedding_dim=16, num_identities=3)
 
@@ -119,3 +119,20 @@ def test_precision_at_recall_reads_the_curve():
     assert precision_at_recall(curve, 0.5) == 0.9
     assert precision_at_recall(curve, 0.6) == 0.7
     assert precision_at_recall(curve, 0.9) is None
+
+
+def test_pipeline_arguments_reach_their_stage(tmp_path: Path):
+    run, stages = parse_args(
+        [
+            "--out",
+            str(tmp_path),
+            "--mediator-override=--trainer.max_epochs=7",
+            "--stages",
+            "mediator",
+            "--",
+            "--trainer.max_steps=3",
+        ]
+    )
+    assert stages == ["mediator"] and run.overrides == ["--trainer.max_steps=3"]
+    assert mediator_args(run)[-1] == "--trainer.max_epochs=7"
+    assert "--model.init_args.num_committee=2" in mediator_args(run)  # the default committee has 2 members
