@@ -15,6 +15,7 @@ IoU 0.4"); NMS stays an option (``merge="nms"``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -51,7 +52,7 @@ NMS_THRESHOLD = 0.4
 VOTE_THRESHOLD = 0.4
 TOP_K = 5000
 KEEP_TOP_K = 750
-NMS_CHUNK = 256  # candidates per block of nms_topk (fastest of 128..2048 measured on a dense score map)
+NMS_CHUNK = 512  # candidates per block of nms_topk (fastest of 128..2048 measured on a dense score map)
 
 Merge = Literal["vote", "nms"]
 
@@ -136,6 +137,29 @@ def _candidates(
     return _Candidates(image, anchor, boxes, top_scores[keep], landmarks)
 
 
+def _float32_below(value: float) -> float:
+    """The largest float32 <= ``value``: for a float32 ``v``, ``v > value`` iff ``v > result``."""
+    below = torch.tensor(value, dtype=torch.float32)
+    if float(below) > value:
+        below = torch.nextafter(below, torch.tensor(-math.inf))
+    return float(below)
+
+
+def _overlaps_any(kept: Tensor, boxes: Tensor, iou_threshold: float) -> Tensor:
+    """(N,) bool: box n has IoU > ``iou_threshold`` with some ``kept`` box ((K, 4), (N, 4) xyxy).
+
+    The IoU arithmetic of torchvision's NMS kernel (``inter / (area_k + area_n - inter)``), on
+    contiguous (K, N) coordinate planes; the float32 IoU is compared as torchvision compares it
+    with its double threshold."""
+    kx1, ky1, kx2, ky2 = (c[:, None] for c in kept.unbind(1))
+    x1, y1, x2, y2 = boxes.unbind(1)
+    w = (torch.minimum(kx2, x2) - torch.maximum(kx1, x1)).clamp_(min=0)
+    h = (torch.minimum(ky2, y2) - torch.maximum(ky1, y1)).clamp_(min=0)
+    inter = w.mul_(h)
+    union = ((kx2 - kx1) * (ky2 - ky1)) + ((x2 - x1) * (y2 - y1)) - inter
+    return (inter / union > _float32_below(iou_threshold)).any(0)
+
+
 def nms_topk(
     boxes: Tensor, scores: Tensor, iou_threshold: float, max_keep: int, chunk: int = NMS_CHUNK
 ) -> Tensor:
@@ -161,8 +185,8 @@ def nms_topk(
     count = 0
     for start in range(0, order.numel(), chunk):
         idx = order[start : start + chunk]
-        if count:  # same IoU arithmetic as torchvision's kernel; the threshold compared in float64 too
-            idx = idx[~(box_iou(kept_boxes, boxes[idx]).double() > iou_threshold).any(0)]
+        if count:
+            idx = idx[~_overlaps_any(kept_boxes, boxes[idx], iou_threshold)]
         idx = idx[nms(boxes[idx], scores[idx], iou_threshold)]
         kept.append(idx)
         kept_boxes = torch.cat((kept_boxes, boxes[idx]))

@@ -18,7 +18,7 @@ from facelit.geometry.coding import decode_boxes, decode_landmarks
 from facelit.nets.fused import ConvBNAct, fold_conv_bn
 from facelit.nets.mobilenet import conv_bn_act
 from facelit.nets.retinaface import RetinaFace, decode_outputs, detect
-from facelit.nets.retinaface_post import nms_topk
+from facelit.nets.retinaface_post import _float32_below, nms_topk
 
 
 def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
@@ -218,3 +218,10 @@ def test_nms_topk_threshold_is_strict_like_torchvision() -> None:
             assert torch.equal(nms_topk(boxes, scores, thr, 10, chunk), nms(boxes, scores, thr))
     assert nms_topk(boxes, scores, 0.5, 10, 1).tolist() == [0, 1, 2]
     assert nms_topk(boxes, scores, 0.49, 10, 1).tolist() == [0, 2]
+
+
+@pytest.mark.parametrize("threshold", [0.4, 0.5, 0.3, 0.7])
+def test_float32_comparison_matches_the_double_threshold(threshold: float) -> None:
+    t = torch.tensor(threshold, dtype=torch.float32)
+    near = torch.stack([torch.nextafter(t, torch.tensor(-1.0)), t, torch.nextafter(t, torch.tensor(2.0))])
+    assert ((near.double() > threshold) == (near > _float32_below(threshold))).all()
