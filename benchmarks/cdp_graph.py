@@ -36,7 +36,7 @@ import time
 import numpy as np
 import torch
 
-from facelit.cluster.knn import DEFAULT_K, KNN_METHODS, exact_knn, knn_graph, knn_recall
+from facelit.cluster.knn import DEFAULT_K, IVF_NPROBE, KNN_METHODS, exact_knn, knn_graph, knn_recall
 from facelit.cluster.mediator_input import (
     DEFAULT_STRUCTURE,
     STRUCTURES,
@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--method", choices=KNN_METHODS, default="auto")
     parser.add_argument("--structure", choices=STRUCTURES, default=DEFAULT_STRUCTURE)
     parser.add_argument("--threshold", type=float, default=0.12, help="pair score threshold (mean affinity)")
+    parser.add_argument("--ivf-nprobe", type=int, default=IVF_NPROBE, help="IVF lists scanned per query")
     parser.add_argument("--recall-queries", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -102,7 +103,8 @@ def main() -> None:
     for m in range(args.committee + 1):
         x = _features(centres, classes, args.noise, seed=args.seed * 1000 + m + 1)
         t, c = time.perf_counter(), time.process_time()
-        graphs.append(knn_graph(x, args.k, method=args.method, progress=args.progress))
+        graphs.append(knn_graph(x, args.k, method=args.method, progress=args.progress,
+                                ivf_nprobe=args.ivf_nprobe, seed=args.seed))
         times["knn"] += time.perf_counter() - t
         cpu["knn"] += time.process_time() - c
         exact = exact_knn(x, args.k, queries=queries, progress=False)
@@ -143,6 +145,7 @@ def main() -> None:
     print(json.dumps({
         "nodes": args.nodes, "dim": args.dim, "classes": num_classes, "models": args.committee + 1,
         "k": args.k, "method": args.method, "structure": args.structure, "threads": args.threads,
+        "noise": args.noise, "ivf_nprobe": args.ivf_nprobe,
         "mediator_inputs": len(names), "mediator": "random weights, hidden 2 x 3F (timing only)",
         "seconds": {key: round(v, 2) for key, v in times.items()},
         "cpu_seconds": {key: round(v, 2) for key, v in cpu.items()},
