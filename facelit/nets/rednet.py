@@ -17,7 +17,8 @@ Architecture (one network, weights shared over spatial steps and frames):
   at every frame (a sequence of length 1, zero state) and each frame's own identity half: no
   information crosses frames.
 * **Regression sub-network.** From the L + 1 softmax maps plus the encoder's stage-2 and stage-4
-  features to 2L coordinates, as offsets from the mean shape (normalised to the crop, [0, 1]).
+  features to 2L coordinates, as offsets from the mean shape (normalised to the crop, [0, 1]),
+  through a fully connected layer over the flattened H/32 map.
 
 Convention: points are (x, y) in pixels of the input crop, pixel-area frame (pixel i covers
 [i, i + 1), so a class centroid of pixel centres is ``index + 0.5``). Input side must be a
@@ -194,11 +195,17 @@ class RegressionNet(nn.Module):
     """Regression sub-network: response maps + encoder stage-2/4 features -> 2L shape offsets.
 
     The maps are reduced to the stage-2 resolution (H/4) by strided convolutions, concatenated with
-    the stage-2 features, reduced to H/16, concatenated with the stage-4 features, pooled globally
-    and mapped by a linear layer to (L, 2) offsets from the mean shape (crop-normalised units).
+    the stage-2 features, reduced to H/16, concatenated with the stage-4 features, reduced to
+    ``POOL`` x smaller channels, flattened (so that the fully connected layer sees *where* the
+    evidence is, which global pooling would discard) and mapped to (L, 2) offsets from the mean
+    shape (crop-normalised units).
+
+    Args:
+        num_points: L. widths: encoder stage widths. width: channels of the sub-network.
+        image_size: crop side (fixes the flattened size).
     """
 
-    def __init__(self, num_points: int, widths: Sequence[int], width: int) -> None:
+    def __init__(self, num_points: int, widths: Sequence[int], width: int, image_size: int) -> None:
         super().__init__()
         s2, s4 = (widths[i - 1] for i in REGRESSION_SKIP_STAGES)
         self.to_s2 = nn.Sequential(
@@ -208,8 +215,9 @@ class RegressionNet(nn.Module):
         self.to_s4 = nn.Sequential(
             _conv_bn_relu(width + s2, width), nn.MaxPool2d(POOL * 2, POOL * 2), _conv_bn_relu(width, width)
         )
-        self.merge = _conv_bn_relu(width + s4, width)
-        self.fc = nn.Linear(width, 2 * num_points)
+        self.merge = nn.Sequential(_conv_bn_relu(width + s4, width), nn.MaxPool2d(POOL, POOL))
+        side = image_size // POOL ** (max(REGRESSION_SKIP_STAGES) + 1)
+        self.fc = nn.Linear(width * side * side, 2 * num_points)
         nn.init.zeros_(self.fc.weight)
         nn.init.zeros_(self.fc.bias)
         self.num_points = num_points
@@ -217,7 +225,7 @@ class RegressionNet(nn.Module):
     def forward(self, maps: Tensor, skip2: Tensor, skip4: Tensor) -> Tensor:
         """maps (N, L+1, H, W), skip2 (N, C2, H/4, W/4), skip4 (N, C4, H/16, W/16) -> (N, L, 2)."""
         x = self.to_s4(torch.cat([self.to_s2(maps), skip2], dim=1))
-        x = self.merge(torch.cat([x, skip4], dim=1)).mean(dim=(2, 3))
+        x = self.merge(torch.cat([x, skip4], dim=1)).flatten(1)
         return self.fc(x).view(-1, self.num_points, 2)
 
 
@@ -268,7 +276,7 @@ class RedNet(nn.Module):
         self.encoder = SegNetEncoder(3 + num_points + 1, widths, depths)
         self.bottleneck = TemporalBottleneck(widths[-1], image_size // stride, lstm_hidden)
         self.decoder = SegNetDecoder(widths, depths, num_points + 1)
-        self.regression = RegressionNet(num_points, widths, regression_width)
+        self.regression = RegressionNet(num_points, widths, regression_width, image_size)
         self.identity_head = nn.Linear(widths[-1] // 2, num_identities) if num_identities > 0 else None
         self.register_buffer("mean_shape", torch.full((num_points, 2), 0.5))
 
