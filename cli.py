@@ -55,6 +55,8 @@ LINKS: tuple[tuple[str, str], ...] = (
     ("data.init_args.num_identities", "model.init_args.num_identities"),
     ("data.init_args.stage", "model.init_args.stage"),  # MTCNN: the cascade stage a run trains
     ("data.init_args.scale", "model.init_args.scale"),  # tiny-face GAN: the super-resolution factor
+    ("data.init_args.num_pseudo_identities", "model.init_args.num_pseudo_identities"),  # CDP retraining
+    ("data.init_args.structure", "model.init_args.structure"),  # CDP mediator input layout
 )
 _MISSING = inspect.Parameter.empty
 

@@ -199,7 +199,6 @@ def mediator_args(run: Run) -> list[str]:
         f"--data.init_args.k={run.k}",
         f"--data.init_args.structure={run.structure}",
         f"--model.init_args.num_committee={len(run.committee)}",
-        f"--model.init_args.structure={run.structure}",
         f"--trainer.default_root_dir={root}",
         f"--trainer.logger.init_args.save_dir={root}",
         f"--trainer.enable_progress_bar={str(run.progress).lower()}",
@@ -371,7 +370,6 @@ def run_pipeline(run: Run, stages: Sequence[str] = STAGES) -> dict[str, Any]:
         pseudo = [
             f"--data.init_args.pseudo_labels={labels}",
             f"--data.init_args.num_pseudo_identities={classes}",
-            f"--model.init_args.num_pseudo_identities={classes}",
         ]
         report["retrain"] = train(run, "retrain", "pseudo", pseudo, stage="retrain")
     if "all_labels" in stages:
