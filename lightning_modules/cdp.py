@@ -49,17 +49,7 @@ class CDPRecognitionModule(SphereFaceModule):
         self.pseudo_criterion: MarginLoss | None = None
         if num_pseudo_identities:
             c = self.criterion
-            self.pseudo_criterion = MarginLoss(
-                c.embedding_dim,
-                num_pseudo_identities,
-                c.kind,
-                c.m,
-                c.s,
-                c.schedule.base,
-                c.schedule.gamma,
-                c.schedule.power,
-                c.schedule.minimum,
-            )
+            self.pseudo_criterion = MarginLoss(c.embedding_dim, num_pseudo_identities, **c.settings())
 
     @staticmethod
     def _head_loss(

@@ -112,19 +112,7 @@ class SphereFaceModule(FaceModule):
         full = self.criterion
         for param in full.parameters():  # every rank slices the same classifier
             torch.distributed.broadcast(param.data, 0)
-        sharded = ShardedMarginLoss(
-            full.embedding_dim,
-            full.num_classes,
-            rank,
-            world,
-            kind=full.kind,
-            m=full.m,
-            s=full.s,
-            lambda_base=full.schedule.base,
-            lambda_gamma=full.schedule.gamma,
-            lambda_power=full.schedule.power,
-            lambda_min=full.schedule.minimum,
-        )
+        sharded = ShardedMarginLoss(full.embedding_dim, full.num_classes, rank, world, **full.settings())
         with torch.no_grad():
             sharded.weight.copy_(full.weight[sharded.class_start : sharded.class_stop])
             if full.bias is not None:
@@ -140,17 +128,7 @@ class SphereFaceModule(FaceModule):
         c = self.criterion
         if not isinstance(c, ShardedMarginLoss):
             return
-        full = MarginLoss(
-            c.embedding_dim,
-            c.num_classes,
-            c.kind,
-            c.m,
-            c.s,
-            c.schedule.base,
-            c.schedule.gamma,
-            c.schedule.power,
-            c.schedule.minimum,
-        ).to(c.weight.device)
+        full = MarginLoss(c.embedding_dim, c.num_classes, **c.settings()).to(c.weight.device)
         with torch.no_grad():
             for name, param in c.named_parameters():
                 getattr(full, name).copy_(gather_shards(param.detach(), c))

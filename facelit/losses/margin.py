@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -230,6 +230,13 @@ class MarginLoss(nn.Module):
         self.weight = nn.Parameter(torch.randn(stop - start, embedding_dim) * math.sqrt(2.0 / embedding_dim))
         self.bias = nn.Parameter(torch.zeros(stop - start)) if kind == "softmax" else None
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+
+    def settings(self) -> dict[str, Any]:
+        """The margin's keyword arguments (kind, m, s, lambda annealing), to build a head of the same
+        loss over another label space or a shard of this one: ``MarginLoss(D, C2, **head.settings())``."""
+        sch = self.schedule
+        return {"kind": self.kind, "m": self.m, "s": self.s, "lambda_base": sch.base,
+                "lambda_gamma": sch.gamma, "lambda_power": sch.power, "lambda_min": sch.minimum}  # fmt: skip
 
     @property
     def lambda_value(self) -> float:
