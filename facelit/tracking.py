@@ -33,6 +33,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from facelit.augment.crop import crop_resize
+from facelit.datasets.video import decode_video
 from facelit.geometry.schemes import LandmarkScheme
 
 __all__ = [
@@ -206,11 +207,4 @@ def read_frames(path: str | Path) -> Iterable[Tensor]:
         if not files:
             raise FileNotFoundError(f"{path} holds no frame image ({', '.join(FRAME_SUFFIXES)})")
         return (read_image(str(p), ImageReadMode.RGB).float() / 255.0 for p in files)
-    import av  # PyAV: the project's video decoder
-
-    def decode() -> Iterable[Tensor]:
-        with av.open(str(path)) as container:
-            for frame in container.decode(video=0):
-                yield torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1).float() / 255.0
-
-    return decode()
+    return (frame.float() / 255.0 for frame in decode_video(path))

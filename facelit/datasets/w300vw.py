@@ -42,6 +42,7 @@ from torch.utils.data import Dataset
 from facelit.augment.crop import crop_resize
 from facelit.datasets.clips import pad_clip
 from facelit.datasets.crops import MATLAB_TO_AREA, crop_box_from_points, load_rgb
+from facelit.datasets.video import decode_video
 from facelit.geometry.schemes import IBUG68, get_scheme, subset_from_ibug68
 from facelit.parsing import check_number_tokens
 
@@ -229,16 +230,13 @@ def iter_frames(clip: VideoClip, start: int, count: int) -> Iterator[torch.Tenso
         for f in range(start, start + count):
             yield (load_rgb(_frame_file(clip, f)) * 255).round_().to(torch.uint8)
         return
-    import av
-
     done = 0
-    with av.open(str(clip.video_path)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if done == count:
-                break
-            if i >= start:
-                yield torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
-                done += 1
+    for i, frame in enumerate(decode_video(clip.video_path)):
+        if done == count:
+            break
+        if i >= start:
+            yield frame
+            done += 1
     if done < count:
         raise FileNotFoundError(
             f"{clip.video_path}: missing frame {start + done + 1} "
@@ -346,7 +344,6 @@ def extract_frames(root: str | Path, clips: Sequence[str] | None = None, suffix:
     Resumable: a clip whose ``frames/`` already holds as many frames as it has annotations is
     skipped; a partial folder is completed. Returns the number of frames written.
     """
-    import av
     from PIL import Image
     from tqdm.auto import tqdm
 
@@ -360,16 +357,15 @@ def extract_frames(root: str | Path, clips: Sequence[str] | None = None, suffix:
         clip.frames_dir.mkdir(exist_ok=True)
         if all((clip.frames_dir / f"{i + 1:06d}{suffix}").is_file() for i in range(clip.num_frames)):
             continue
-        with av.open(str(clip.video_path)) as container:
-            for i, frame in enumerate(container.decode(video=0)):
-                if i >= clip.num_frames:
-                    break
-                path = clip.frames_dir / f"{i + 1:06d}{suffix}"
-                if not path.is_file():
-                    tmp = path.with_name(path.stem + ".part" + suffix)
-                    Image.fromarray(frame.to_ndarray(format="rgb24")).save(tmp)
-                    tmp.replace(path)  # a killed job never leaves a truncated frame
-                    written += 1
+        for i, frame in enumerate(decode_video(clip.video_path)):
+            if i >= clip.num_frames:
+                break
+            path = clip.frames_dir / f"{i + 1:06d}{suffix}"
+            if not path.is_file():
+                tmp = path.with_name(path.stem + ".part" + suffix)
+                Image.fromarray(frame.permute(1, 2, 0).numpy()).save(tmp)
+                tmp.replace(path)  # a killed job never leaves a truncated frame
+                written += 1
     return written
 
 

@@ -356,3 +356,10 @@ def test_clip_augment_batched_on_the_device_path():
     assert torch.allclose(out["landmarks"][:, 1], out["landmarks"][:, 0])  # same transform within a clip
     assert not torch.allclose(out["landmarks"][0, 0], out["landmarks"][1, 0])  # clips differ
     assert not out["landmarks_visible"][1, 2].any()  # the padding frame
+
+
+def test_decode_video_names_a_missing_file(tmp_path):
+    from facelit.datasets.video import decode_video
+
+    with pytest.raises(FileNotFoundError, match="nothing.avi"):
+        next(decode_video(tmp_path / "nothing.avi"))
