@@ -2,7 +2,14 @@ import pytest
 import torch
 
 from facelit.geometry.schemes import (
-    AFLW19, AFLW21, ANIMAL5, FIVE_POINT, IBUG68, LandmarkScheme, get_scheme, subset_from_ibug68,
+    AFLW19,
+    AFLW21,
+    ANIMAL5,
+    FIVE_POINT,
+    IBUG68,
+    LandmarkScheme,
+    get_scheme,
+    subset_from_ibug68,
 )
 
 
