@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from facelit.augment.crop import crop_resize
 
@@ -53,6 +54,7 @@ __all__ = [
 
 MATLAB_TO_AREA = -0.5
 ZERO_BASED_TO_AREA = 0.5
+_TURBO_JPEG_MODES = ("L", "RGB")  # JPEG modes decoded by torchvision (CMYK etc. go through PIL)
 
 
 def load_rgb(path: str | Path) -> torch.Tensor:
@@ -66,11 +68,16 @@ def load_rgb(path: str | Path) -> torch.Tensor:
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:
-        with Image.open(path) as im:
-            array = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, SyntaxError) as err:
+        with Image.open(path) as im:  # reads the header only
+            if im.format == "JPEG" and im.mode in _TURBO_JPEG_MODES:
+                # libjpeg-turbo through torchvision: PIL's pixels (tests/unit/test_wider_read_speed.py),
+                # planar (C, H, W) without PIL's interleaved copy
+                pixels = decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB)
+            else:
+                pixels = torch.from_numpy(np.array(im.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
+    except (OSError, SyntaxError, RuntimeError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    return pixels.float().div_(255.0)
 
 
 def points_box(points: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:

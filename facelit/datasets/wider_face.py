@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from facelit.datasets.crops import load_rgb
 from facelit.geometry.schemes import FIVE_POINT
 from facelit.parsing import check_number_tokens
 
@@ -465,21 +466,17 @@ class WiderFaceDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from PIL import Image
-
         r = self.records[index]
         image_path = self.image_dir / r.path
         if not image_path.is_file():
             raise FileNotFoundError(f"WIDER FACE image not found: {image_path}")
-        with Image.open(image_path) as img:
-            array = np.array(img.convert("RGB"), dtype=np.uint8)
-        image = torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+        image = load_rgb(image_path)
         sample: dict[str, Any] = {
             "image": image,
             "boxes": torch.from_numpy(r.boxes.copy()),
             "ignore": torch.from_numpy(r.ignore.copy()),
             "difficulty": torch.from_numpy(self.difficulty[index].copy()),
-            "meta": {"event": r.event, "file": r.file, "path": r.path, "orig_size": tuple(array.shape[:2])},
+            "meta": {"event": r.event, "file": r.file, "path": r.path, "orig_size": tuple(image.shape[1:])},
         }
         if self.landmarks:
             sample["landmarks"] = torch.from_numpy(r.landmarks.copy())
