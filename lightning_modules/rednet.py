@@ -13,8 +13,11 @@ Modes: ``temporal=True`` runs the LSTM over the frames of a clip and shares the 
 identity code; ``temporal=False`` is the frame-by-frame baseline: the same network and weights,
 the LSTM restarted at every frame (no carry), each frame with its own identity code.
 
-Predicted landmarks per step: the class centroids of the merged (argmax) map where a landmark's
-confidence reaches ``detect_threshold``, the regression sub-network's points elsewhere
+Predicted landmarks per step (``merge``, see :mod:`facelit.losses.rednet`; both rules are ours):
+``window`` (default) refines each regressed point with its landmark's map inside a window of
+``detect_window`` x the crop side around it (:func:`facelit.losses.rednet.refine_in_window`);
+``threshold`` keeps the class centroid of the merged (argmax) map where a landmark's confidence
+reaches ``detect_threshold`` and the regressed point elsewhere
 (:func:`facelit.losses.rednet.combine_detection_regression`). All annotated points of valid frames
 are scored (occluded points too: their positions are known), with the inter-ocular NME.
 
@@ -41,6 +44,7 @@ from facelit.losses.rednet import (
     combine_detection_regression,
     decode_maps,
     label_maps,
+    refine_in_window,
 )
 from facelit.metrics.video import VideoLandmarkMetrics
 from facelit.nets.landmark_net import mean_shape
@@ -51,6 +55,7 @@ from lightning_modules.base import FaceModule
 __all__ = ["RedNetModule"]
 
 BRANCHES = ("detection", "regression")
+MERGE_RULES = ("window", "threshold")
 
 
 class RedNetModule(FaceModule):
@@ -70,7 +75,12 @@ class RedNetModule(FaceModule):
         label_invisible: label occluded landmarks too (see :mod:`facelit.losses.rednet`).
         regression_weight: weight of the regression L2 loss.
         identity_weight: weight of the identity cross-entropy.
-        detect_threshold: confidence from which a detected landmark is kept over the regressed one.
+        merge: how detection and regression make the output landmarks, ``window`` or ``threshold``
+            (see the module docstring).
+        detect_window: ``window`` rule: half-side of the window around each regressed point, as a
+            fraction of the crop side (0.05: 3.2 px of a 64 px crop).
+        detect_threshold: ``threshold`` rule: confidence from which a detected landmark is kept
+            over the regressed one.
         normaliser: NME normaliser (``inter_ocular``, the 300-VW convention).
         mean_shape_samples: training clips averaged for the regression mean shape (0: crop centre).
         **kwargs: optimizer arguments of :class:`FaceModule`.
@@ -91,6 +101,8 @@ class RedNetModule(FaceModule):
         label_invisible: bool = True,
         regression_weight: float = 1.0,
         identity_weight: float = 0.1,
+        merge: str = "window",
+        detect_window: float = 0.05,
         detect_threshold: float = 0.5,
         normaliser: str = "inter_ocular",
         mean_shape_samples: int = 32,
@@ -102,6 +114,10 @@ class RedNetModule(FaceModule):
             raise ValueError(
                 f"square_sides {tuple(square_sides)} needs one side per recurrence step ({recurrence_steps})"
             )
+        if merge not in MERGE_RULES:
+            raise ValueError(f"merge must be one of {MERGE_RULES}, got {merge!r}")
+        if merge == "window" and not 0 < detect_window <= 1:
+            raise ValueError(f"detect_window is a fraction of the crop side in (0, 1], got {detect_window}")
         if identity_head and num_identities < 1:
             raise ValueError(f"identity_head needs num_identities >= 1, got {num_identities}")
         self.scheme = get_scheme(scheme)
@@ -111,6 +127,8 @@ class RedNetModule(FaceModule):
         self.label_invisible = label_invisible
         self.regression_weight = regression_weight
         self.identity_weight = identity_weight if identity_head else 0.0
+        self.merge = merge
+        self.detect_window = detect_window
         self.detect_threshold = detect_threshold
         self.normaliser = normaliser
         self.mean_shape_samples = mean_shape_samples
@@ -157,18 +175,18 @@ class RedNetModule(FaceModule):
 
     def landmarks_from_outputs(self, out: dict[str, Any], step: int = -1) -> dict[str, torch.Tensor]:
         """Per-step landmarks (B, T, K, 2): ``detection``, ``regression``, their combination
-        ``landmarks``, and ``confidence`` (B, T, K)."""
-        logits = out["logits"][step]
+        ``landmarks`` (the ``merge`` rule), and ``confidence`` (B, T, K), each map's peak probability."""
+        logits = out["logits"][step].detach()
         b, t = logits.shape[:2]
-        det, conf = decode_maps(logits.flatten(0, 1).detach())
+        det, conf = decode_maps(logits.flatten(0, 1))
         det, conf = det.view(b, t, -1, 2), conf.view(b, t, -1)
         reg = out["regression"][step].detach().float()
-        return {
-            "detection": det,
-            "regression": reg,
-            "landmarks": combine_detection_regression(det, conf, reg, self.detect_threshold),
-            "confidence": conf,
-        }
+        if self.merge == "window":
+            half = self.detect_window * logits.shape[-1]
+            merged = refine_in_window(logits.flatten(0, 1), reg.flatten(0, 1), half).view_as(reg)
+        else:
+            merged = combine_detection_regression(det, conf, reg, self.detect_threshold)
+        return {"detection": det, "regression": reg, "landmarks": merged, "confidence": conf}
 
     # ---- training ---------------------------------------------------------------------------
     def _losses(self, out: dict[str, Any], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -183,8 +201,9 @@ class RedNetModule(FaceModule):
             point_mask = point_mask & batch["landmarks_visible"].bool()
         parts: dict[str, torch.Tensor] = {}
         total = points.new_zeros(())
-        for s, (logits, reg) in enumerate(zip(out["logits"], out["regression"])):
-            labels = label_maps(flat_points, (size, size), self.square_sides[s], visible, self.label_invisible)
+        for s, (logits, reg) in enumerate(zip(out["logits"], out["regression"], strict=True)):
+            side = self.square_sides[s]
+            labels = label_maps(flat_points, (size, size), side, visible, self.label_invisible)
             seg = class_balanced_cross_entropy(logits.flatten(0, 1), labels, pixel_mask)
             err = ((reg.float() - points) / size).pow(2).sum(-1)
             l2 = (err * point_mask).sum() / point_mask.sum().clamp(min=1)

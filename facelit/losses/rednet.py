@@ -26,8 +26,20 @@ Decoding
 The merged map is the argmax over the L + 1 maps; landmark k is the centroid of the pixels of
 class k + 1 (pixel centres, ``index + 0.5``). When no pixel has class k + 1 the landmark falls back
 to the centre of the pixel where its own probability map peaks. Its confidence is that peak
-probability. :func:`combine_detection_regression` keeps the detected point where it is confident and
-the regression sub-network's point elsewhere (occluded or missed landmarks).
+probability.
+
+Merging detection and regression
+--------------------------------
+How the paper merges the two branches could not be checked (only its abstract was reachable: "heat
+maps regularized by both detection and regression loss"); both rules here are ours.
+
+* ``window`` (:func:`refine_in_window`, the default): the regression sub-network gives the shape
+  (a global, shape-constrained estimate) and detection refines it: landmark k is the
+  probability-weighted mean of the pixel centres of its own softmax map inside a square window
+  around its regressed point. A map that is confident somewhere else (a position prior, an
+  occluder) cannot pull the point out of the window.
+* ``threshold`` (:func:`combine_detection_regression`): the detected centroid where its peak
+  confidence reaches a threshold, the regressed point elsewhere.
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ __all__ = [
     "class_balanced_cross_entropy",
     "decode_maps",
     "combine_detection_regression",
+    "refine_in_window",
 ]
 
 BACKGROUND = 0
@@ -52,7 +65,11 @@ PIXEL_CENTRE = 0.5
 
 
 def label_maps(
-    points: Tensor, size: tuple[int, int], side: int, visible: Tensor | None = None, label_invisible: bool = True
+    points: Tensor,
+    size: tuple[int, int],
+    side: int,
+    visible: Tensor | None = None,
+    label_invisible: bool = True,
 ) -> Tensor:
     """Per-pixel landmark classes from points.
 
@@ -162,3 +179,35 @@ def combine_detection_regression(
         threshold: confidence in [0, 1]; 0 always keeps detection, > 1 always regression.
     """
     return torch.where((confidence >= threshold).unsqueeze(-1), detected, regressed)
+
+
+def refine_in_window(logits: Tensor, anchors: Tensor, half_width: float) -> Tensor:
+    """Each landmark detected only near its anchor (the regressed point): the probability-weighted
+    mean of the pixel centres of landmark k's softmax map over the pixels whose centre lies within
+    ``half_width`` pixels of anchor k in x and in y.
+
+    Args:
+        logits: (N, L+1, H, W) response maps (channel 0 background).
+        anchors: (N, L, 2) anchor points (x, y) in pixels (pixel-area frame).
+        half_width: window half-side in pixels (> 0).
+
+    Returns:
+        (N, L, 2) refined points; a landmark whose window holds no pixel of the map (anchor far
+        outside the crop) keeps its anchor.
+    """
+    if half_width <= 0:
+        raise ValueError(f"window half-width must be positive, got {half_width}")
+    n, classes, h, w = logits.shape
+    if anchors.shape != (n, classes - 1, 2):
+        raise ValueError(f"anchors {tuple(anchors.shape)} do not match logits {tuple(logits.shape)}")
+    prob = logits.float().softmax(dim=1)[:, 1:]  # (N, L, H, W)
+    anchors = anchors.to(prob.dtype)
+    xs = torch.arange(w, device=prob.device, dtype=prob.dtype) + PIXEL_CENTRE
+    ys = torch.arange(h, device=prob.device, dtype=prob.dtype) + PIXEL_CENTRE
+    in_x = ((xs - anchors[..., 0:1]).abs() <= half_width).to(prob.dtype)  # (N, L, W)
+    in_y = ((ys - anchors[..., 1:2]).abs() <= half_width).to(prob.dtype)  # (N, L, H)
+    mass = torch.einsum("nlhw,nlh,nlw->nl", prob, in_y, in_x)
+    x = torch.einsum("nlhw,nlh,nlw->nl", prob, in_y, in_x * xs)
+    y = torch.einsum("nlhw,nlh,nlw->nl", prob, in_y * ys, in_x)
+    refined = torch.stack([x, y], dim=-1) / mass.clamp(min=torch.finfo(prob.dtype).tiny).unsqueeze(-1)
+    return torch.where((mass > 0).unsqueeze(-1), refined, anchors)

@@ -159,8 +159,9 @@ class VideoLandmarkMetrics(Metric):
 
     ``compute()`` returns ``nme`` (mean over frames), ``auc@T``, ``fr@T`` (over frames), ``jitter``
     (mean over clips), ``nme_occluded`` / ``nme_unoccluded`` (frames with / without an occluder, when
-    both occur) and ``nme_cat{c}`` for every 300-VW category c >= 1 seen. Undefined frames (NaN) and
-    padding are skipped and counted in ``skipped``.
+    both occur), ``jitter_occluded`` / ``jitter_unoccluded`` (clips with / without an occluded valid
+    frame, when both occur) and ``nme_cat{c}`` for every 300-VW category c >= 1 seen. Undefined
+    frames (NaN) and padding are skipped and counted in ``skipped``.
 
     Args:
         normaliser: NME normaliser. scheme: the K points' scheme (default from K).
@@ -178,7 +179,7 @@ class VideoLandmarkMetrics(Metric):
     ) -> None:
         super().__init__(**kwargs)
         self.normaliser, self.scheme, self.threshold = normaliser, scheme, float(threshold)
-        for name in ("frame_nme", "frame_category", "frame_occluded", "clip_jitter"):
+        for name in ("frame_nme", "frame_category", "frame_occluded", "clip_jitter", "clip_occluded"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self.add_state("skipped", default=torch.tensor(0), dist_reduce_fx="sum")
 
@@ -204,12 +205,14 @@ class VideoLandmarkMetrics(Metric):
         self.clip_jitter.append(
             temporal_jitter(pred.detach(), target, mask, self.normaliser, self.scheme).double()
         )
+        self.clip_occluded.append((occ & mask).any(dim=1))
 
     def compute(self) -> dict[str, torch.Tensor]:
         nmes = dim_zero_cat(self.frame_nme) if self.frame_nme else torch.zeros(0, dtype=torch.float64)
         cats = dim_zero_cat(self.frame_category) if self.frame_category else torch.zeros(0, dtype=torch.long)
         occ = dim_zero_cat(self.frame_occluded) if self.frame_occluded else torch.zeros(0, dtype=torch.bool)
         jit = dim_zero_cat(self.clip_jitter) if self.clip_jitter else torch.zeros(0, dtype=torch.float64)
+        clip_occ = dim_zero_cat(self.clip_occluded) if self.clip_occluded else occ.new_zeros(0)
         nan = torch.tensor(math.nan, dtype=torch.float64)
         out = {
             "nme": nmes.mean() if nmes.numel() else nan,
@@ -226,6 +229,9 @@ class VideoLandmarkMetrics(Metric):
         }
         if bool(occ.any()) and bool((~occ).any()):
             out["nme_occluded"], out["nme_unoccluded"] = nmes[occ].mean(), nmes[~occ].mean()
+        if bool(clip_occ.any()) and bool((~clip_occ).any()):
+            out["jitter_occluded"] = torch.nanmean(jit[clip_occ])
+            out["jitter_unoccluded"] = torch.nanmean(jit[~clip_occ])
         for c in torch.unique(cats).tolist():
             if c >= 1:
                 out[f"nme_cat{c}"] = nmes[cats == c].mean()

@@ -13,6 +13,7 @@ from facelit.losses.rednet import (
     combine_detection_regression,
     decode_maps,
     label_maps,
+    refine_in_window,
 )
 from facelit.nets.rednet import RedNet, SegNetDecoder, SegNetEncoder
 
@@ -115,6 +116,26 @@ def test_decode_recovers_square_centres_and_falls_back_to_the_peak() -> None:
     combined = combine_detection_regression(points, conf, reg, 0.5)
     assert torch.equal(combined[0, :2], points[0, :2]) and torch.equal(combined[0, 2], reg[0, 2])
 
+
+
+def test_window_refinement_hand_computed_ignores_a_confident_peak_outside() -> None:
+    logits = torch.full((1, 2, 16, 32), -30.0)
+    logits[:, 0] = 0.0  # background
+    logits[0, 1, 5, 10] = logits[0, 1, 5, 11] = 0.0  # probability 1/2 at (col 10, row 5) and (col 11, row 5)
+    logits[0, 1, 8, 30] = 30.0  # a confident peak far from the anchor
+    anchor = torch.tensor([[[10.8, 5.2]]])
+    # window: pixel centres within 1.5 px of the anchor, cols 9-11 and rows 4-6
+    refined = refine_in_window(logits, anchor, 1.5)
+    assert torch.allclose(refined, torch.tensor([[[11.0, 5.5]]]), atol=1e-4)
+    points, conf = decode_maps(logits)  # the threshold rule keeps the far peak
+    kept = combine_detection_regression(points, conf, anchor, 0.5)
+    assert torch.allclose(kept, torch.tensor([[[30.5, 8.5]]]))
+    outside = torch.tensor([[[-50.0, -50.0]]])
+    assert torch.equal(refine_in_window(logits, outside, 1.5), outside)
+    with pytest.raises(ValueError, match="half-width"):
+        refine_in_window(logits, anchor, 0.0)
+    with pytest.raises(ValueError, match="do not match"):
+        refine_in_window(logits, torch.zeros(1, 2, 2), 1.5)
 
 # ---- recurrences, identity, regression ----------------------------------------------------------
 def test_spatial_recurrence_feeds_back_the_previous_maps() -> None:

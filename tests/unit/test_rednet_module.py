@@ -42,11 +42,27 @@ def test_validation_metrics_per_step_and_branch(batch: dict) -> None:
     assert torch.isfinite(logged["val/nme"]) and logged["val/nme_step3"] == logged["val/nme"]
 
 
+def test_merge_rules_wire_the_branches(batch: dict) -> None:
+    module = RedNetModule(**TINY).eval()
+    with torch.no_grad():
+        out = module(batch["image"], batch["frame_mask"])
+    preds = module.landmarks_from_outputs(out)
+    half = module.detect_window * batch["image"].shape[-1]
+    assert bool(((preds["landmarks"] - preds["regression"]).abs() <= half + 1e-4).all())
+    assert not torch.equal(preds["landmarks"], preds["regression"])
+    module.merge, module.detect_threshold = "threshold", 1.01  # above every confidence: regression
+    assert torch.equal(module.landmarks_from_outputs(out)["landmarks"], preds["regression"])
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="one side per recurrence step"):
         RedNetModule(**TINY, recurrence_steps=2)
     with pytest.raises(ValueError, match="num_identities >= 1"):
         RedNetModule(**{**TINY, "num_identities": 0})
+    with pytest.raises(ValueError, match="merge must be one of"):
+        RedNetModule(**TINY, merge="mean")
+    with pytest.raises(ValueError, match="fraction of the crop side"):
+        RedNetModule(**TINY, detect_window=2.0)
 
 
 def test_track_runs_the_net_frame_by_frame_with_carried_state(batch: dict) -> None:

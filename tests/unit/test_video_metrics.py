@@ -108,3 +108,19 @@ def test_video_metric_accumulates_frames():
     )
     assert float(out["nme_cat1"]) == 0.0 and math.isclose(float(out["nme_cat2"]), 0.04, rel_tol=1e-6)
     assert int(out["skipped"]) == 0
+
+
+def test_video_metric_jitter_of_clips_with_and_without_an_occluded_frame():
+    m = VideoLandmarkMetrics()
+    target = clip(3).repeat(2, 1, 1, 1)
+    pred = target.clone()
+    pred[0, 1, :, 1] += 0.5  # clip 0: acceleration error 1 px at frame 1 on every point -> 1 / IOD
+    occluded = torch.tensor([[False, False, False], [False, False, True]])
+    m.update(pred, target, torch.ones(2, 3, dtype=torch.bool), occluded=occluded)
+    out = m.compute()
+    assert float(out["jitter_unoccluded"]) == pytest.approx(1 / IOD, rel=1e-6)
+    assert float(out["jitter_occluded"]) == pytest.approx(0.0, abs=1e-9)
+    assert float(out["jitter"]) == pytest.approx(0.5 / IOD, rel=1e-6)
+    m.reset()
+    m.update(pred, target, occluded=torch.zeros(2, 3, dtype=torch.bool))
+    assert "jitter_occluded" not in m.compute()
