@@ -45,6 +45,9 @@ class LandmarkModule(FaceModule):
         mean_shape_samples: training samples averaged for the mean-shape initialisation of the
             regression bias (0 keeps the crop centre). Only a fresh head is initialised: a model
             loaded from a checkpoint keeps its trained bias when it is fine-tuned.
+        regression_pool: how the regression head reads the last feature map: ``avg`` (global
+            average pooling) or ``flatten`` (every cell of the map at ``image_size``, keeping where
+            each part of the face lies); see :data:`facelit.nets.landmark_net.POOLS`.
         yaw_bins: also report NME by |yaw| bins [0, 30], (30, 60], (60, 90] (needs pose labels).
         **kwargs: optimizer arguments of :class:`FaceModule`.
     """
@@ -63,6 +66,7 @@ class LandmarkModule(FaceModule):
         weights_file: str | None = None,
         head_channels: int = 256,
         mean_shape_samples: int = 256,
+        regression_pool: Literal["avg", "flatten"] = "avg",
         yaw_bins: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -74,7 +78,8 @@ class LandmarkModule(FaceModule):
         self.mean_shape_samples = mean_shape_samples
         self.yaw_bins = yaw_bins
         self.net = LandmarkRegressor(
-            backbone, self.scheme.num_points, head, pretrained, weights_file, head_channels=head_channels
+            backbone, self.scheme.num_points, head, pretrained, weights_file, head_channels=head_channels,
+            pool=regression_pool, input_size=image_size if regression_pool == "flatten" else None,
         )
         # Saved with the weights: True once the regression bias holds a mean shape or trained values.
         self.register_buffer("head_initialised", torch.tensor(False))

@@ -22,9 +22,12 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
-__all__ = ["HEADS", "mean_shape", "soft_argmax_2d", "HeatmapHead", "LandmarkRegressor"]
+__all__ = ["HEADS", "POOLS", "mean_shape", "soft_argmax_2d", "HeatmapHead", "LandmarkRegressor"]
 
 HEADS = ("regression", "heatmap")
+# How the regression head reads the last feature map: "avg" pools it globally (C features), "flatten"
+# keeps every cell (C * h * w features), so where a part of the face lies survives to the linear layer.
+POOLS = ("avg", "flatten")
 HEATMAP_STRIDE = 4
 
 
@@ -112,8 +115,8 @@ class LandmarkRegressor(nn.Module):
     Args:
         backbone: timm model name (``timm.list_models()``), e.g. ``"seresnet50"``, ``"resnet18"``.
         num_points: K landmarks.
-        head: ``"regression"`` (global pooling -> linear 2K) or ``"heatmap"`` (features_only backbone,
-            deconvolution head, soft-argmax).
+        head: ``"regression"`` (last feature map -> linear 2K) or ``"heatmap"`` (features_only
+            backbone, deconvolution head, soft-argmax).
         pretrained: load the timm pretrained weights (from the hub unless ``weights_file`` is given).
         weights_file: local checkpoint of the backbone, loaded through
             ``pretrained_cfg_overlay=dict(file=...)`` (implies ``pretrained``).
@@ -123,6 +126,10 @@ class LandmarkRegressor(nn.Module):
         head_channels: channels of the heatmap head's deconvolution stages.
         heatmap_beta: soft-argmax inverse temperature.
         head_init_std: std of the regression weight initialisation.
+        pool: how the regression head reads the (B, C, h, w) last feature map: ``"avg"`` (global
+            average pooling, C features) or ``"flatten"`` (all C * h * w cells; needs ``input_size``,
+            and the net then accepts only that input size). Regression head only.
+        input_size: side of the square input the net is built for (``pool="flatten"`` only).
     """
 
     def __init__(
@@ -136,6 +143,8 @@ class LandmarkRegressor(nn.Module):
         head_channels: int = 256,
         heatmap_beta: float = 1.0,
         head_init_std: float = 1e-3,
+        pool: str = "avg",
+        input_size: int | None = None,
     ) -> None:
         super().__init__()
         if head not in HEADS:
@@ -146,6 +155,13 @@ class LandmarkRegressor(nn.Module):
             raise ValueError(
                 "mean_shape initialises the regression head; it has no meaning for head='heatmap'"
             )
+        if pool not in POOLS:
+            raise ValueError(f"unknown pool {pool!r}; known: {POOLS}")
+        if pool == "flatten" and (head != "regression" or input_size is None or input_size < 1):
+            raise ValueError(
+                f"pool='flatten' needs head='regression' and a positive input_size, got head={head!r}, "
+                f"input_size={input_size!r}"
+            )
         kwargs: dict = {"pretrained": bool(pretrained or weights_file is not None)}
         if weights_file is not None:
             path = Path(weights_file)
@@ -155,9 +171,16 @@ class LandmarkRegressor(nn.Module):
         self.head_type = head
         self.num_points = num_points
         self.heatmap_beta = heatmap_beta
+        self.pool = pool
+        self.grid: tuple[int, int] | None = None  # (h, w) of the flattened feature map
         if head == "regression":
-            self.backbone = timm.create_model(backbone, num_classes=0, **kwargs)
-            self.fc = nn.Linear(self.backbone.num_features, 2 * num_points)
+            if pool == "avg":
+                self.backbone = timm.create_model(backbone, num_classes=0, **kwargs)
+                in_features = int(self.backbone.num_features)
+            else:
+                self.backbone = timm.create_model(backbone, num_classes=0, global_pool="", **kwargs)
+                in_features = self._flat_features(int(input_size))
+            self.fc = nn.Linear(in_features, 2 * num_points)
             self._init_regression(mean_shape, head_init_std)
             self.reduction = 1
         else:
@@ -175,6 +198,18 @@ class LandmarkRegressor(nn.Module):
         self.register_buffer(
             "pixel_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
         )
+
+    @torch.no_grad()
+    def _flat_features(self, size: int) -> int:
+        """C * h * w of the backbone's un-pooled output for a (1, 3, size, size) input; sets ``grid``."""
+        was_training = self.backbone.training
+        self.backbone.eval()
+        features = self.backbone(torch.zeros(1, 3, size, size))
+        self.backbone.train(was_training)
+        if features.ndim != 4:
+            raise ValueError(f"pool='flatten' needs a (B, C, h, w) backbone output, got {tuple(features.shape)}")
+        self.grid = (int(features.shape[-2]), int(features.shape[-1]))
+        return int(features[0].numel())
 
     def _init_regression(self, mean_shape: torch.Tensor | None, std: float) -> None:
         k = self.num_points
@@ -208,5 +243,13 @@ class LandmarkRegressor(nn.Module):
             raise ValueError(f"expected (B, 3, H, W) images, got shape {tuple(image.shape)}")
         if self.head_type == "heatmap":
             return soft_argmax_2d(self.heatmaps(image), self.heatmap_beta)
-        out = self.fc(self.backbone(self.normalize(image)))
+        features = self.backbone(self.normalize(image))
+        if self.pool == "flatten":
+            if tuple(features.shape[-2:]) != self.grid:
+                raise ValueError(
+                    f"pool='flatten' was built for a {self.grid} feature map, got {tuple(features.shape[-2:])} "
+                    f"from a {image.shape[-2]}x{image.shape[-1]} input: use the input_size the net was built for"
+                )
+            features = features.flatten(1)
+        out = self.fc(features)
         return out.view(image.shape[0], self.num_points, 2)

@@ -77,3 +77,30 @@ def test_local_weights_file(tmp_path):
         LandmarkRegressor("resnet18", weights_file=tmp_path / "missing.pth")
     with pytest.raises(ValueError, match="unknown head"):
         LandmarkRegressor("resnet18", head="transformer")
+
+
+def test_flatten_pool_keeps_where_features_lie():
+    """pool='flatten' feeds every cell of the (C, h, w) map to the linear layer; 'avg' pools it away."""
+    torch.manual_seed(0)
+    flat = LandmarkRegressor("resnet18", num_points=3, pool="flatten", input_size=64).eval()
+    assert flat.grid == (2, 2) and flat.fc.in_features == 512 * 2 * 2
+    avg = LandmarkRegressor("resnet18", num_points=3).eval()
+    assert avg.fc.in_features == 512
+    features = torch.rand(1, 512, 2, 2)
+    swapped = features.flip(-1)  # the same features, left and right cells exchanged
+    flat.backbone.forward = lambda x: features if x[0, 0, 0, 0] > 0 else swapped  # type: ignore[method-assign]
+    avg.backbone.forward = lambda x: (features if x[0, 0, 0, 0] > 0 else swapped).mean((-2, -1))  # type: ignore[method-assign]
+    with torch.no_grad():
+        a, b = torch.ones(1, 3, 64, 64), torch.full((1, 3, 64, 64), -1.0)
+        assert not torch.allclose(flat(a), flat(b))  # position reaches the output
+        assert torch.allclose(avg(a), avg(b))  # global pooling cannot tell the two apart
+    out = LandmarkRegressor("resnet18", num_points=3, pool="flatten", input_size=64)(torch.rand(2, 3, 64, 64))
+    assert out.shape == (2, 3, 2)
+    with pytest.raises(ValueError, match=r"built for a \(2, 2\) feature map, got \(3, 3\) from a 96x96 input"):
+        LandmarkRegressor("resnet18", num_points=3, pool="flatten", input_size=64)(torch.rand(1, 3, 96, 96))
+    with pytest.raises(ValueError, match="pool='flatten' needs head='regression' and a positive input_size"):
+        LandmarkRegressor("resnet18", pool="flatten")
+    with pytest.raises(ValueError, match="pool='flatten' needs head='regression'"):
+        LandmarkRegressor("resnet18", head="heatmap", pool="flatten", input_size=64)
+    with pytest.raises(ValueError, match="unknown pool"):
+        LandmarkRegressor("resnet18", pool="max")
