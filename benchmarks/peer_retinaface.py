@@ -20,6 +20,8 @@ in alternating order, so that machine load hits both alike):
   vs the peer's net with its own ``MultiBoxLoss`` (0.35 IoU, 7:1 OHEM, loc weight 2) and priors.
 - ``post``: post-processing at VGA (``--ckpt``: a fitted detector; a synthetic scene): our
   ``detect`` vs the peer's ``detect.py`` flow with its numpy NMS, on the same dense outputs.
+- ``data``: the data pipelines alone at one thread (one worker's work), CPU ms per image (process
+  time: robust to the machine's load), same JPEGs as ``e2e``.
 - ``e2e``: training throughput including data loading: both sides read the same JPEGs from a
   temporary WIDER-style tree (our ``WiderFaceDataset`` + ``DetectionAugment`` vs the peer's
   ``WiderFaceDetection`` + cv2 ``preproc``; needs cv2), ``--workers`` DataLoader workers each.
@@ -153,17 +155,24 @@ def synthetic_batch(n: int, size: int, seed: int = 0) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # timing
 # ---------------------------------------------------------------------------------------------
-def alternate(fns: dict[str, Callable[[], Any]], rounds: int, warmup: int) -> dict[str, list[float]]:
+def alternate(
+    fns: dict[str, Callable[[], Any]],
+    rounds: int,
+    warmup: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, list[float]]:
     """Seconds per call of every function, interleaved: each round runs all of them once (order
-    reversed every other round). The first ``warmup`` rounds are dropped."""
+    reversed every other round). The first ``warmup`` rounds are dropped. ``clock``: wall time by
+    default; ``time.process_time`` (this process's CPU time) for single-threaded work on a loaded
+    machine, where the wall time mostly measures the other jobs."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
     for r in range(warmup + rounds):
         for name in names if r % 2 == 0 else names[::-1]:
-            t0 = time.perf_counter()
+            t0 = clock()
             fns[name]()
             if r >= warmup:
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(clock() - t0)
     return times
 
 
@@ -316,6 +325,24 @@ def part_e2e(peer: types.SimpleNamespace, args: argparse.Namespace) -> dict[str,
     }
 
 
+def part_data(peer: types.SimpleNamespace, args: argparse.Namespace) -> dict[str, Any]:
+    """Data pipeline alone, one thread (one DataLoader worker's work): CPU ms per training image of our
+    ``WiderFaceDataset`` + ``DetectionAugment`` vs the peer's ``WiderFaceDetection`` + cv2
+    ``preproc``, on the same JPEGs, alternating rounds over all ``--e2e-images``."""
+    from peer_retinaface_data import e2e_datasets, write_wider_tree
+
+    if peer.data is None:
+        return {"skipped": "cv2 is not importable (pip install opencv-python-headless for this part)"}
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_wider_tree(Path(tmp), args.e2e_images)
+        datasets = e2e_datasets(root, peer, TRAIN_SIZE)
+        fns = {name: (lambda ds=ds: [ds[i] for i in range(len(ds))]) for name, ds in datasets.items()}
+        cpu = alternate(fns, args.e2e_rounds, 1, time.process_time)
+    ms = {k: round(1000 * statistics.median(v) / args.e2e_images, 2) for k, v in cpu.items()}
+    return {"cpu_ms_per_image": ms, "peer_over_ours": round(ms["peer"] / ms["ours"], 3), "threads": 1}
+
+
 def part_post(peer: types.SimpleNamespace, args: argparse.Namespace) -> dict[str, Any]:
     """Post-processing at VGA on a fitted detector's outputs for a synthetic scene: our ``detect``
     vs the peer's ``detect.py`` flow (decode every anchor, threshold, top-k, numpy ``py_cpu_nms``,
@@ -376,7 +403,14 @@ def part_post(peer: types.SimpleNamespace, args: argparse.Namespace) -> dict[str
     }
 
 
-PARTS = {"infer": part_infer, "deploy": part_deploy, "train": part_train, "e2e": part_e2e, "post": part_post}
+PARTS = {
+    "infer": part_infer,
+    "deploy": part_deploy,
+    "train": part_train,
+    "data": part_data,
+    "e2e": part_e2e,
+    "post": part_post,
+}
 
 
 def main() -> None:
@@ -384,7 +418,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--peer-dir", type=Path, default=None, help="checkout of biubug6/Pytorch_Retinaface")
-    parser.add_argument("--parts", default="infer,deploy,post,train,e2e")
+    parser.add_argument("--parts", default="infer,deploy,post,train,data,e2e")
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])

@@ -69,24 +69,30 @@ def _forever(loader: DataLoader) -> Iterator[Any]:
         yield from loader
 
 
+def e2e_datasets(root: Path, peer: Any, size: int) -> dict[str, Any]:
+    """{"ours": ``WiderFaceDataset`` + ``DetectionAugment``, "peer": ``WiderFaceDetection`` + ``preproc``}."""
+    from datamodules.base import TransformDataset
+    from facelit.augment.detection import DetectionAugment
+    from facelit.datasets.wider_face import WiderFaceDataset
+
+    ours = TransformDataset(WiderFaceDataset(root, "train", landmarks=True), DetectionAugment(output_size=size))
+    theirs = peer.data.WiderFaceDetection(
+        str(root / "train" / "label.txt"), peer.data.preproc(size, (104, 117, 123))
+    )
+    return {"ours": ours, "peer": theirs}
+
+
 def e2e_loaders(root: Path, peer: Any, size: int, batch: int, workers: int) -> dict[str, Iterator[Any]]:
     """Endless batch iterators: ours (``WiderFaceDataset`` + ``DetectionAugment``, padded detection
     batches) and the peer's (``WiderFaceDetection`` + ``preproc``), as the step functions expect."""
-    from datamodules.base import TransformDataset
     from datamodules.wider_face import collate_padded
-    from facelit.augment.detection import DetectionAugment
-    from facelit.datasets.wider_face import WiderFaceDataset
 
     common = {"batch_size": batch, "shuffle": True, "num_workers": workers, "drop_last": True}
     if workers:
         common["persistent_workers"] = True
-    augment = DetectionAugment(output_size=size)
-    ours = TransformDataset(WiderFaceDataset(root, "train", landmarks=True), augment)
-    theirs = peer.data.WiderFaceDetection(
-        str(root / "train" / "label.txt"), peer.data.preproc(size, (104, 117, 123))
-    )
-    ours_loader = DataLoader(ours, collate_fn=collate_padded, **common)
-    theirs_loader = DataLoader(theirs, collate_fn=peer.data.detection_collate, **common)
+    datasets = e2e_datasets(root, peer, size)
+    ours_loader = DataLoader(datasets["ours"], collate_fn=collate_padded, **common)
+    theirs_loader = DataLoader(datasets["peer"], collate_fn=peer.data.detection_collate, **common)
 
     def peer_batches() -> Iterator[dict[str, Any]]:
         for images, targets in _forever(theirs_loader):
@@ -178,4 +184,4 @@ def part_gpu(args: argparse.Namespace) -> dict[str, Any]:
     return {"gpu": result}
 
 
-__all__ = ["e2e_loaders", "part_gpu", "write_wider_tree"]
+__all__ = ["e2e_datasets", "e2e_loaders", "part_gpu", "write_wider_tree"]

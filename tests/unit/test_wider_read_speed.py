@@ -2,7 +2,8 @@
 
 The reference is the previous reader: ``PIL.Image.open(path).convert("RGB")`` as float in [0, 1],
 (3, H, W). JPEGs of the kinds WIDER FACE holds (4:2:0 and 4:4:4 chroma, progressive, greyscale,
-odd sizes) must be bit-identical; other formats and JPEG modes (CMYK, PNG) go through PIL.
+odd sizes) must be bit-identical; other formats and JPEG modes (CMYK, PNG) go through PIL. The
+result is planar (contiguous (3, H, W)), which the crop's row sums read without a transpose.
 ``WiderFaceDataset`` reads its images with ``load_rgb``.
 """
 
@@ -53,7 +54,7 @@ def test_load_rgb_equals_pil(tmp_path: Path, name: str, size: tuple[int, int]) -
     path = tmp_path / name
     noisy(size, mode, seed=len(name) + size[0]).save(path, **options)
     image = load_rgb(path)
-    assert image.dtype == torch.float32 and image.shape == (3, size[1], size[0])
+    assert image.dtype == torch.float32 and image.shape == (3, size[1], size[0]) and image.is_contiguous()
     assert torch.equal(image, pil_reference(path))
 
 
