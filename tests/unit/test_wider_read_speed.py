@@ -58,13 +58,12 @@ def test_load_rgb_equals_pil(tmp_path: Path, name: str, size: tuple[int, int]) -
     assert torch.equal(image, pil_reference(path))
 
 
-def test_load_rgb_errors_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="missing.jpg"):
-        load_rgb(tmp_path / "missing.jpg")
-    bad = tmp_path / "broken.jpg"
-    bad.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
-    with pytest.raises(ValueError, match="broken.jpg"):
-        load_rgb(bad)
+def test_truncated_jpeg_error_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "truncated.jpg"
+    noisy((64, 48), "RGB", 1).save(path, quality=90)
+    path.write_bytes(path.read_bytes()[:300])  # a valid header, the scan cut short
+    with pytest.raises(ValueError, match="truncated.jpg"):
+        load_rgb(path)
 
 
 def test_wider_dataset_reads_pil_pixels(tmp_path: Path) -> None:
