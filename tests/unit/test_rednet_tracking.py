@@ -18,7 +18,15 @@ CROP = 64
 # eye-mouth distance 21.33 = CROP / 3, so the box of these points is the crop itself again.
 EYE_Y, MOUTH_Y = 24.0, 24.0 + CROP / 3
 CROP_SHAPE = torch.tensor(
-    [[20.0, EYE_Y], [28.0, EYE_Y], [36.0, EYE_Y], [44.0, EYE_Y], [32.0, 36.0], [24.0, MOUTH_Y], [40.0, MOUTH_Y]]
+    [
+        [20.0, EYE_Y],
+        [28.0, EYE_Y],
+        [36.0, EYE_Y],
+        [44.0, EYE_Y],
+        [32.0, 36.0],
+        [24.0, MOUTH_Y],
+        [40.0, MOUTH_Y],
+    ]
 )
 
 
@@ -29,10 +37,16 @@ def test_box_from_landmarks_hand_computed() -> None:
     ibug = torch.zeros(1, 68, 2)
     ibug[0, 36:48] = torch.tensor([10.0, 10.0])
     ibug[0, 48:68] = torch.tensor([10.0, 20.0])
-    assert torch.allclose(box_from_landmarks(ibug, get_scheme("ibug68")), torch.tensor([[-5.0, 0.0, 25.0, 30.0]]))
+    assert torch.allclose(
+        box_from_landmarks(ibug, get_scheme("ibug68")), torch.tensor([[-5.0, 0.0, 25.0, 30.0]])
+    )
     with pytest.raises(ValueError, match="no eye or no mouth"):
-        box_from_landmarks(torch.zeros(1, 2, 2), LandmarkScheme("eyes_only", ("left_eye", "right_eye"), (1, 0)))
-    assert torch.equal(square_box(torch.tensor([[0.0, 0.0, 10.0, 4.0]])), torch.tensor([[0.0, -3.0, 10.0, 7.0]]))
+        box_from_landmarks(
+            torch.zeros(1, 2, 2), LandmarkScheme("eyes_only", ("left_eye", "right_eye"), (1, 0))
+        )
+    assert torch.equal(
+        square_box(torch.tensor([[0.0, 0.0, 10.0, 4.0]])), torch.tensor([[0.0, -3.0, 10.0, 7.0]])
+    )
 
 
 class StubPredictor:
@@ -61,10 +75,14 @@ def test_tracking_maps_points_follows_and_redetects() -> None:
     out = result.stacked()
     first_box = torch.tensor([24.0, 18.0, 88.0, 82.0])  # square of side 40 * 1.6 around (56, 50)
     assert torch.allclose(out["boxes"][0], first_box)
-    assert torch.allclose(out["landmarks"][0], CROP_SHAPE + first_box[:2], atol=1e-4)  # crop side 64 = box side
+    assert torch.allclose(
+        out["landmarks"][0], CROP_SHAPE + first_box[:2], atol=1e-4
+    )  # crop side 64 = box side
     # Frame 1 uses the box of frame 0's points: the same square, shifted to centre them.
     centre_y = first_box[1] + 0.5 * (EYE_Y + MOUTH_Y)
-    assert torch.allclose(out["boxes"][1], torch.tensor([24.0, centre_y - 32, 88.0, centre_y + 32]), atol=1e-4)
+    assert torch.allclose(
+        out["boxes"][1], torch.tensor([24.0, centre_y - 32, 88.0, centre_y + 32]), atol=1e-4
+    )
     # Lost at frame 2 -> re-detected at frame 3 with a fresh state; 2 detector calls in all.
     assert out["detected"].tolist() == [True, False, False, True, False]
     assert len(calls) == 2 and predictor.states[3] is None and predictor.states[1] is not None
@@ -89,13 +107,20 @@ def test_tracking_needs_a_start_and_survives_an_empty_detection() -> None:
     with pytest.raises(ValueError, match="initial_box or a detect"):
         track_video([torch.zeros(3, 8, 8)], StubPredictor(), SCHEME, CROP)
     result = track_video(
-        [torch.zeros(3, 32, 32)], StubPredictor(), SCHEME, CROP,
+        [torch.zeros(3, 32, 32)],
+        StubPredictor(),
+        SCHEME,
+        CROP,
         detect=lambda f: (torch.zeros(0, 4), torch.zeros(0)),
     ).stacked()
     assert torch.isnan(result["landmarks"]).all() and result["confidence"].tolist() == [0.0]
     # Without a detector a lost track keeps its box.
     kept = track_video(
-        [torch.zeros(3, 64, 64)] * 2, StubPredictor(), SCHEME, CROP, initial_box=torch.tensor([0.0, 0, 64, 64])
+        [torch.zeros(3, 64, 64)] * 2,
+        StubPredictor(),
+        SCHEME,
+        CROP,
+        initial_box=torch.tensor([0.0, 0, 64, 64]),
     ).stacked()
     assert torch.isfinite(kept["landmarks"]).all()
 
