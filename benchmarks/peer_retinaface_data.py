@@ -75,7 +75,9 @@ def e2e_datasets(root: Path, peer: Any, size: int) -> dict[str, Any]:
     from facelit.augment.detection import DetectionAugment
     from facelit.datasets.wider_face import WiderFaceDataset
 
-    ours = TransformDataset(WiderFaceDataset(root, "train", landmarks=True), DetectionAugment(output_size=size))
+    ours = TransformDataset(
+        WiderFaceDataset(root, "train", landmarks=True), DetectionAugment(output_size=size)
+    )
     theirs = peer.data.WiderFaceDetection(
         str(root / "train" / "label.txt"), peer.data.preproc(size, (104, 117, 123))
     )

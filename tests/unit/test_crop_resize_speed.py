@@ -61,7 +61,9 @@ def test_downscale_4x_antialias_equal_and_is_box_filter() -> None:
     image = torch.rand(3, 96, 128, generator=g)
     box = torch.tensor([0.0, 0.0, 128.0, 96.0])
     new = crop_resize(image, box, (24, 32))
-    torch.testing.assert_close(new, reference_crop_resize(image[None], box[None], (24, 32))[0], rtol=0, atol=TOL)
+    torch.testing.assert_close(
+        new, reference_crop_resize(image[None], box[None], (24, 32))[0], rtol=0, atol=TOL
+    )
     # 4 samples per axis at offsets 0.5..3.5 px inside each 4x4 footprint: the mean of the 4x4 block
     torch.testing.assert_close(new, F.avg_pool2d(image[None], 4)[0], rtol=0, atol=TOL)
 
