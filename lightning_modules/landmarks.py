@@ -78,8 +78,14 @@ class LandmarkModule(FaceModule):
         self.mean_shape_samples = mean_shape_samples
         self.yaw_bins = yaw_bins
         self.net = LandmarkRegressor(
-            backbone, self.scheme.num_points, head, pretrained, weights_file, head_channels=head_channels,
-            pool=regression_pool, input_size=image_size if regression_pool == "flatten" else None,
+            backbone,
+            self.scheme.num_points,
+            head,
+            pretrained,
+            weights_file,
+            head_channels=head_channels,
+            pool=regression_pool,
+            input_size=image_size if regression_pool == "flatten" else None,
         )
         # Saved with the weights: True once the regression bias holds a mean shape or trained values.
         self.register_buffer("head_initialised", torch.tensor(False))
@@ -137,7 +143,11 @@ class LandmarkModule(FaceModule):
             yaw = batch["pose"][:, 0] if self.yaw_bins and "pose" in batch else None
             face_box = batch["boxes"] if self.normaliser == "face_box" else None
             metric.update(
-                pred_norm.detach().float() * size, batch["landmarks"].float(), visible, face_box=face_box, yaw=yaw
+                pred_norm.detach().float() * size,
+                batch["landmarks"].float(),
+                visible,
+                face_box=face_box,
+                yaw=yaw,
             )
         return out
 
@@ -145,8 +155,10 @@ class LandmarkModule(FaceModule):
         metric = self.val_metrics if stage == "val" else self.test_metrics
         values = metric.compute()
         # compute() already gathered every rank's samples: no further sync.
-        self.log_dict({f"{stage}/{k}": torch.as_tensor(v, dtype=torch.float32) for k, v in values.items()},
-                      sync_dist=False)
+        self.log_dict(
+            {f"{stage}/{k}": torch.as_tensor(v, dtype=torch.float32) for k, v in values.items()},
+            sync_dist=False,
+        )
         metric.reset()
 
     def on_validation_epoch_end(self) -> None:
@@ -160,4 +172,4 @@ class LandmarkModule(FaceModule):
 
     def predict_overlay(self, batch: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
         pred = self(batch["image"])
-        return [{"landmarks": p, "gt_landmarks": t} for p, t in zip(pred, batch["landmarks"])]
+        return [{"landmarks": p, "gt_landmarks": t} for p, t in zip(pred, batch["landmarks"], strict=True)]

@@ -207,7 +207,9 @@ class LandmarkRegressor(nn.Module):
         features = self.backbone(torch.zeros(1, 3, size, size))
         self.backbone.train(was_training)
         if features.ndim != 4:
-            raise ValueError(f"pool='flatten' needs a (B, C, h, w) backbone output, got {tuple(features.shape)}")
+            raise ValueError(
+                f"pool='flatten' needs a (B, C, h, w) backbone output, got {tuple(features.shape)}"
+            )
         self.grid = (int(features.shape[-2]), int(features.shape[-1]))
         return int(features[0].numel())
 
@@ -247,8 +249,9 @@ class LandmarkRegressor(nn.Module):
         if self.pool == "flatten":
             if tuple(features.shape[-2:]) != self.grid:
                 raise ValueError(
-                    f"pool='flatten' was built for a {self.grid} feature map, got {tuple(features.shape[-2:])} "
-                    f"from a {image.shape[-2]}x{image.shape[-1]} input: use the input_size the net was built for"
+                    f"pool='flatten' was built for a {self.grid} feature map, got "
+                    f"{tuple(features.shape[-2:])} from a {image.shape[-2]}x{image.shape[-1]} input: "
+                    "use the input_size the net was built for"
                 )
             features = features.flatten(1)
         out = self.fc(features)

@@ -96,7 +96,9 @@ def test_flatten_pool_keeps_where_features_lie():
         assert torch.allclose(avg(a), avg(b))  # global pooling cannot tell the two apart
     out = LandmarkRegressor("resnet18", num_points=3, pool="flatten", input_size=64)(torch.rand(2, 3, 64, 64))
     assert out.shape == (2, 3, 2)
-    with pytest.raises(ValueError, match=r"built for a \(2, 2\) feature map, got \(3, 3\) from a 96x96 input"):
+    with pytest.raises(
+        ValueError, match=r"built for a \(2, 2\) feature map, got \(3, 3\) from a 96x96 input"
+    ):
         LandmarkRegressor("resnet18", num_points=3, pool="flatten", input_size=64)(torch.rand(1, 3, 96, 96))
     with pytest.raises(ValueError, match="pool='flatten' needs head='regression' and a positive input_size"):
         LandmarkRegressor("resnet18", pool="flatten")
