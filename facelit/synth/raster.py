@@ -40,7 +40,10 @@ def _workspace(n: int) -> torch.Tensor:
     """A per-thread reusable int64 buffer of length n (avoids page-faulting a fresh z-buffer per call)."""
     buf = getattr(_LOCAL, "zbuf", None)
     if buf is None or buf.numel() < n:
-        buf = torch.empty(max(n, 1 << 16), dtype=torch.long)
+        # A normal tensor even when first needed under inference mode (a validation loop rendering
+        # in the main process), so that later renders outside inference mode can write into it.
+        with torch.inference_mode(False):
+            buf = torch.empty(max(n, 1 << 16), dtype=torch.long)
         _LOCAL.zbuf = buf
     return buf[:n]
 

@@ -10,6 +10,7 @@ never edits the shared (uncopied) cache values it reads.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -139,3 +140,28 @@ def test_stacked_assets_share_no_storage_with_the_cache(count: int) -> None:
 
 def _tensors_storage(value: object) -> set[int]:
     return {t.untyped_storage().data_ptr() for t in _flat_tensors(value) if t.numel()}
+
+
+def test_a_render_under_inference_mode_leaves_later_renders_working() -> None:
+    """The rasteriser's reusable z-buffer may first be allocated inside a validation loop's inference
+    mode (rendering in the main process, ``num_workers=0``); renders outside it must still work and
+    give the same pixels. Run in a fresh thread: the buffer is per thread."""
+    results: dict[str, torch.Tensor] = {}
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with torch.inference_mode():
+                results["inference"] = render_crop(5, 0, size=64)["image"].clone()
+            results["normal"] = render_crop(5, 0, size=64)["image"]
+            with torch.inference_mode():  # a larger buffer allocated under inference mode, then reused
+                render_crop(5, 1, size=160)
+            render_crop(5, 1, size=160)
+        except BaseException as exc:  # surfaced in the test's thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert not errors, errors
+    assert torch.equal(results["inference"], results["normal"])
