@@ -15,7 +15,10 @@ within 5 % of the crop side around it) and the regression sub-network alone both
 the mean shape's NME. Measured over seeds 0 / 1 / 2 (benchmark): output 0.868x / 0.887x / 0.861x,
 regression 0.877x / 0.897x / 0.872x; seed 0 is tested. Not asserted (README "RED-Net"): the
 temporal model's gain over the same net trained and run frame by frame, which does not hold over
-the three seeds at this budget (NME lower in 1 of 3, jitter lower in 2 of 3), and the step order.
+the three seeds at this budget (NME lower in 1 of 3, jitter lower in 2 of 3), nor at the demo's full
+budget, and the step order. The README ("RED-Net") gives the diagnosis: the temporal model's own
+weights run frame by frame score the same to the third digit, because the output hardly depends on
+the bottleneck code where the recurrence lives.
 """
 
 from __future__ import annotations
