@@ -85,11 +85,16 @@ def demo_cli(root: Path, seed: int, variant: str, **recipe):
     return main([*recipe_args(seed, root, **recipe), *VARIANTS[variant]], run=False)
 
 
-def mean_shape_nme(datamodule) -> float:
-    """NME over the validation frames of predicting the mean training shape on every frame."""
+def _mean_shape_and_val(datamodule) -> tuple[torch.Tensor, list[dict]]:
+    """The (K, 2) mean training shape and the validation samples."""
     train = datamodule.train_set.dataset
     shape = mean_shape(torch.cat([train[i]["landmarks"] for i in range(len(train))]))
-    val = [datamodule.val_set[i] for i in range(len(datamodule.val_set))]
+    return shape, [datamodule.val_set[i] for i in range(len(datamodule.val_set))]
+
+
+def mean_shape_nme(datamodule) -> float:
+    """NME over the validation frames of predicting the mean training shape on every frame."""
+    shape, val = _mean_shape_and_val(datamodule)
     target = torch.stack([s["landmarks"] for s in val])
     metric = VideoLandmarkMetrics("inter_ocular", "rednet7")
     metric.update(shape.expand_as(target), target, torch.stack([s["frame_mask"] for s in val]))
@@ -103,9 +108,7 @@ def mean_shape_by_yaw(datamodule, edges: tuple[float, ...] = YAW_EDGES) -> dict[
     """The mean-shape predictor's inter-ocular NME on the validation frames, per |yaw| bin (degrees):
     ``{"lo-hi": {"frames": n, "nme": mean, "inter_ocular_px": mean normaliser}}``. Shows how the
     normaliser (outer eye corners) shrinks towards profile views and inflates every NME there."""
-    train = datamodule.train_set.dataset
-    shape = mean_shape(torch.cat([train[i]["landmarks"] for i in range(len(train))]))
-    val = [datamodule.val_set[i] for i in range(len(datamodule.val_set))]
+    shape, val = _mean_shape_and_val(datamodule)
     target = torch.stack([s["landmarks"] for s in val])  # (B, T, K, 2)
     mask = torch.stack([s["frame_mask"] for s in val])
     yaw = torch.stack([s["pose"][..., 0] for s in val]).abs()  # (B, T)
